@@ -1,0 +1,28 @@
+# One entry point for the checks: `make check` runs ruff, mypy --strict and the tests.
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install check lint typecheck test soak bench
+
+install:
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[dev]'
+
+check: lint typecheck test
+
+lint:
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck:
+	$(BIN)/mypy --strict signwave
+
+test:
+	$(BIN)/pytest
+
+soak:
+	$(BIN)/pytest tests/chaos --soak -p no:randomly
+
+bench:
+	$(BIN)/python bench/throughput.py

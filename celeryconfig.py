@@ -1,0 +1,48 @@
+"""Celery settings for signwave, read from the SIGNWAVE_* environment (SPEC §6)."""
+
+from kombu import Exchange, Queue
+
+from signwave.runtime import settings as _settings
+
+_s = _settings()
+
+broker_url = _s.broker
+broker_connection_retry_on_startup = True
+# A message unacknowledged this long is delivered again; tasks are idempotent
+# and lost work is recovered by emit, so this only bounds how long a message
+# of a dead worker stays invisible.
+broker_transport_options = {"visibility_timeout": 300}
+
+# Each queue with its own exchange and routing key: a message reaches one queue only.
+task_queues = (
+    Queue("signwave", Exchange("signwave", type="direct"), routing_key="signwave"),
+    Queue("signing", Exchange("signing", type="direct"), routing_key="signing"),
+)
+task_default_queue = "signwave"
+task_default_exchange = "signwave"
+task_default_routing_key = "signwave"
+task_routes = {"signwave.sign": {"queue": "signing"}}
+
+# Acknowledge after the task ran, and put the message back if its worker
+# process died: a batch is never dropped because a worker was killed.
+task_acks_late = True
+task_reject_on_worker_lost = True
+# One message at a time per process: a batch waits in the queue, where any
+# free worker can take it, not in the buffer of a busy one.
+worker_prefetch_multiplier = 1
+task_ignore_result = True
+result_backend = None
+task_serializer = "json"
+accept_content = ["json"]
+worker_hijack_root_logger = True
+worker_send_task_events = True
+task_send_sent_event = True
+
+beat_schedule = {
+    "emit": {
+        "task": "signwave.emit",
+        "schedule": _s.emit_interval,
+        # An emit that waited longer than a few intervals is stale: skip it.
+        "options": {"expires": max(5.0, 3 * _s.emit_interval)},
+    },
+}

@@ -1,0 +1,3 @@
+from signwave.cli import main
+
+main()

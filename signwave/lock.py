@@ -1,0 +1,98 @@
+"""The Redis lock on a signing key: the fast lock beside the durable lease.
+
+Owners are random per signing execution; only the owner renews or releases.
+Losing Redis' data loses nothing that matters: the database lease decides who
+may sign, and a missing lock is re-created by its rightful owner.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import logging
+from typing import Protocol
+
+import redis
+
+from signwave.errors import RedisUnavailable
+from signwave.ids import KeyId
+from signwave.redact import redact_url
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "signwave:key-lock:"
+
+
+class KeyLock(Protocol):
+    def acquire(self, key_id: KeyId, owner: str, ttl: float, *, force: bool = False) -> bool: ...
+    def handover(self, key_id: KeyId, current: str, new: str, ttl: float) -> bool: ...
+    def release(self, key_id: KeyId, owner: str) -> bool: ...
+    def owner(self, key_id: KeyId) -> str | None: ...
+
+
+def _script(name: str) -> str:
+    return (importlib.resources.files("signwave") / "lua" / f"{name}.lua").read_text()
+
+
+class RedisKeyLock:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._acquire = client.register_script(_script("acquire"))
+        self._handover = client.register_script(_script("handover"))
+        self._release = client.register_script(_script("release"))
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisKeyLock:
+        return cls(connect_redis(url))
+
+    def acquire(self, key_id: KeyId, owner: str, ttl: float, *, force: bool = False) -> bool:
+        """Take the lock; with ``force``, also from a previous owner (logged)."""
+        previous = self._call(self._acquire, key_id, owner, _ms(ttl), "1" if force else "0")
+        if previous is None:
+            return True
+        if force:
+            logger.warning(
+                "took over the Redis lock of key %s from a dead holder",
+                key_id,
+                extra={"action": "lock_takeover", "key_id": key_id},
+            )
+            return True
+        return False
+
+    def handover(self, key_id: KeyId, current: str, new: str, ttl: float) -> bool:
+        return bool(self._call(self._handover, key_id, current, new, _ms(ttl)))
+
+    def release(self, key_id: KeyId, owner: str) -> bool:
+        return bool(self._call(self._release, key_id, owner))
+
+    def owner(self, key_id: KeyId) -> str | None:
+        value = self.client.get(PREFIX + str(key_id))
+        return value.decode() if isinstance(value, bytes) else value
+
+    def _call(self, script: object, key_id: KeyId, *args: object) -> object:
+        try:
+            result = script(keys=[PREFIX + str(key_id)], args=list(args))  # type: ignore[operator]
+        except redis.ConnectionError as exc:
+            raise RedisUnavailable(f"lost Redis while locking key {key_id}: {exc}") from None
+        return result.decode() if isinstance(result, bytes) else result
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def connect_redis(url: str) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    except ValueError as exc:
+        raise RedisUnavailable(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+
+
+def ping_redis(url: str) -> None:
+    """Raise `RedisUnavailable` naming the URL (without its password) if Redis does not answer."""
+    try:
+        connect_redis(url).ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        raise RedisUnavailable(
+            f"cannot reach Redis at {redact_url(url)}: start one (`redis-server`) "
+            "or set SIGNWAVE_REDIS_URL"
+        ) from None

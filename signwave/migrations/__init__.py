@@ -1,0 +1,1 @@
+"""Alembic migrations: `signwave db init` upgrades any database to the newest schema."""

@@ -1,0 +1,196 @@
+"""The pipeline's service functions: emit, ingest and sign (SPEC §2).
+
+Plain functions over a store, a key lock and a clock; the Celery tasks only
+call them and enqueue what they return, after the database has committed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import secrets
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy.exc import OperationalError
+
+from signwave import signing
+from signwave.errors import DatabaseUnavailable, LeaseLost, NoKeyAvailable
+from signwave.ids import BatchId, HolderId, RecordId
+from signwave.keycache import KeyCache
+from signwave.leasing import Clock, Deadline, SystemClock
+from signwave.lock import KeyLock
+from signwave.settings import Settings
+from signwave.store.store import Lease, Store
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmitReport:
+    reopened: list[BatchId]
+    claimed: list[BatchId]
+    dispatch: list[BatchId]
+    """Batches whose ingest must be sent now."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lock: KeyLock,
+        settings: Settings,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store = store
+        self.lock = lock
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.keys = KeyCache(lambda key_id: store.private_key(key_id)[1])
+
+    # -- emit ----------------------------------------------------------------
+
+    def emit(self) -> EmitReport:
+        """Re-open batches whose lease expired, claim new batches up to the
+        in-flight limit, and name every pending batch whose ingest must be sent."""
+        reopened = self.store.reap_expired()
+        claimed = self.store.claim_batches(
+            batch_size=self.settings.batch_size, limit=self.settings.in_flight_limit
+        )
+        dispatch = self.store.batches_to_dispatch(older_than=self.settings.redispatch_seconds)
+        if claimed or reopened:
+            logger.info(
+                "emit: %d batches claimed, %d re-opened, %d to dispatch",
+                len(claimed),
+                len(reopened),
+                len(dispatch),
+                extra={"action": "emit"},
+            )
+        return EmitReport(reopened=reopened, claimed=claimed, dispatch=dispatch)
+
+    # -- ingest --------------------------------------------------------------
+
+    def ingest(self, batch_id: BatchId) -> Lease | None:
+        """Lease the least recently used free key to ``batch_id``.
+
+        Returns None when the batch needs no lease (already leased, signed or
+        failed: a duplicate delivery); raises `NoKeyAvailable` to be retried.
+        """
+        ttl = self.settings.lease_ttl
+
+        def take_lock(lease: Lease) -> None:
+            # The database said the key is free: whoever still holds its Redis
+            # lock is a holder whose lease already expired.
+            self.lock.acquire(lease.key_id, lease.lock_owner, ttl, force=True)
+
+        grant = self.store.grant_lease(batch_id, ttl=ttl, lock=take_lock)
+        if grant.reason == "no-key":
+            raise NoKeyAvailable(f"no free key for batch {batch_id}")
+        if grant.lease is not None:
+            logger.info(
+                "batch %s leased key %s (token %s)",
+                batch_id,
+                grant.lease.key_id,
+                grant.lease.token,
+                extra={"action": "lease", "batch_id": batch_id, "key_id": grant.lease.key_id},
+            )
+        return grant.lease
+
+    # -- sign ----------------------------------------------------------------
+
+    def sign(self, lease: Lease) -> str:
+        """Sign every record of the leased batch and commit, fenced by the lease.
+
+        Returns the outcome: "signed", "skipped" (another execution has, or had,
+        this lease), "lost" (the lease ended before the commit; nothing stored)
+        or the batch's status after a failure ("pending" or "failed").
+        """
+        ttl = self.settings.lease_ttl
+        holder = HolderId(secrets.token_hex(16))
+        asked_at = self.clock.monotonic()
+        if not self.store.start_signing(lease, holder, ttl=ttl):
+            logger.info(
+                "batch %s: lease %s not startable (duplicate delivery or expired)",
+                lease.batch_id,
+                lease.token,
+                extra={"action": "sign_skipped", "batch_id": lease.batch_id},
+            )
+            return "skipped"
+        deadline = Deadline(granted_at=asked_at, ttl=ttl)
+        try:
+            if not self.lock.handover(lease.key_id, lease.lock_owner, holder, ttl):
+                raise LeaseLost(f"the Redis lock of key {lease.key_id} has another owner")
+            try:
+                key = self.keys.get(lease.key_id)
+                payloads = self.store.batch_payloads(lease.batch_id)
+            except (OperationalError, DatabaseUnavailable):
+                raise
+            except Exception as exc:
+                return self._fail(lease, holder, exc)
+            sigs = self._sign_all(lease, holder, deadline, key, payloads)
+            self.store.commit_signatures(lease, holder, sigs)
+        except LeaseLost as exc:
+            logger.warning(
+                "batch %s: %s",
+                lease.batch_id,
+                exc.message,
+                extra={"action": "lease_lost", "batch_id": lease.batch_id},
+            )
+            return "lost"
+        finally:
+            self.lock.release(lease.key_id, holder)
+        logger.info(
+            "batch %s signed with key %s (%d records)",
+            lease.batch_id,
+            lease.key_id,
+            len(sigs),
+            extra={"action": "signed", "batch_id": lease.batch_id, "key_id": lease.key_id},
+        )
+        return "signed"
+
+    def _sign_all(
+        self,
+        lease: Lease,
+        holder: HolderId,
+        deadline: Deadline,
+        key: rsa.RSAPrivateKey,
+        payloads: list[tuple[RecordId, bytes]],
+    ) -> list[tuple[RecordId, bytes]]:
+        sigs: list[tuple[RecordId, bytes]] = []
+        ttl = self.settings.lease_ttl
+        for record_id, payload in payloads:
+            now = self.clock.monotonic()
+            if deadline.needs_renewal(now):
+                asked_at = now
+                if not self._renew(lease, holder, ttl):
+                    raise LeaseLost(f"could not renew lease {lease.token} of key {lease.key_id}")
+                deadline = deadline.renewed(asked_at)
+            # Checked before every signature: a paused process stops on waking.
+            if deadline.expired(self.clock.monotonic()):
+                raise LeaseLost(f"lease {lease.token} of key {lease.key_id} ran out while signing")
+            sigs.append((record_id, signing.sign(key, payload)))
+        return sigs
+
+    def _renew(self, lease: Lease, holder: HolderId, ttl: float) -> bool:
+        try:
+            renewed = self.store.renew(lease, holder, ttl=ttl)
+        except (OperationalError, DatabaseUnavailable):
+            return False
+        return renewed and self.lock.handover(lease.key_id, holder, holder, ttl)
+
+    def _fail(self, lease: Lease, holder: HolderId, exc: Exception) -> str:
+        # The reason names the exception's type only: messages from key parsing
+        # may quote key material.
+        reason = f"{type(exc).__name__} while signing with key {lease.key_id}"
+        self.keys.forget(lease.key_id)
+        status = self.store.record_failure(
+            lease, holder, reason, max_failures=self.settings.max_attempts
+        )
+        logger.error(
+            "batch %s: %s; batch is now %s",
+            lease.batch_id,
+            reason,
+            status,
+            extra={"action": "sign_failed", "batch_id": lease.batch_id, "key_id": lease.key_id},
+        )
+        return status or "lost"

@@ -1,0 +1,110 @@
+"""The one settings object, built once from the environment.
+
+No other module reads ``os.environ``: everything configurable lives here, with
+its ``SIGNWAVE_*`` variable, its default and its validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from signwave.errors import ConfigError
+
+MAX_BATCH_SIZE = 100_000
+DEFAULT_DATABASE_URL = "sqlite:///signwave.db"
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = ""
+    """Celery broker; empty means the Redis URL."""
+    batch_size: int = 1000
+    emit_interval: float = 1.0
+    """Seconds between two emits sent by celery beat."""
+    lease_ttl: float = 30.0
+    """Seconds a key lease lives without renewal."""
+    max_in_flight: int = 0
+    """Batches claimed but not yet signed; 0 means twice the CPU count."""
+    max_attempts: int = 3
+    """Failed signing attempts after which a batch is marked failed."""
+    redispatch_after: float = 0.0
+    """Seconds after which a pending batch's ingest is sent again; 0 means the lease TTL."""
+    flower_basic_auth: str = ""
+
+    def __post_init__(self) -> None:
+        check_batch_size(self.batch_size)
+        _positive("SIGNWAVE_EMIT_INTERVAL", self.emit_interval)
+        _positive("SIGNWAVE_LEASE_TTL", self.lease_ttl)
+        _positive("SIGNWAVE_MAX_ATTEMPTS", self.max_attempts)
+        if self.max_in_flight < 0:
+            raise ConfigError("SIGNWAVE_MAX_IN_FLIGHT must be 0 (automatic) or a positive integer")
+        if not self.database_url:
+            raise ConfigError("SIGNWAVE_DATABASE_URL is empty: give a SQLAlchemy database URL")
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def in_flight_limit(self) -> int:
+        return self.max_in_flight or 2 * (os.cpu_count() or 1)
+
+    @property
+    def redispatch_seconds(self) -> float:
+        return self.redispatch_after or self.lease_ttl
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``SIGNWAVE_*`` variables; keyword overrides (from CLI flags) win."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = env_name(field.name)
+            if name in env and env[name] != "":
+                values[field.name] = _parse(name, env[name], field.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that give a child process these same settings."""
+        return {env_name(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def env_name(field: str) -> str:
+    return f"SIGNWAVE_{field.upper()}"
+
+
+def check_batch_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(
+            f"batch size must be a positive integer, got {value!r}: "
+            "set --batch-size or SIGNWAVE_BATCH_SIZE"
+        )
+    if value > MAX_BATCH_SIZE:
+        raise ConfigError(f"batch size {value} is too large: use at most {MAX_BATCH_SIZE}")
+    return value
+
+
+def _positive(name: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {value!r}")
+
+
+def _parse(name: str, raw: str, kind: object) -> Any:
+    if kind in (int, "int"):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if kind in (float, "float"):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    return raw

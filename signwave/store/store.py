@@ -1,0 +1,476 @@
+"""Every SQL statement signwave runs against its own tables.
+
+Lease state changes (grant, start, renew, commit, fail, expire) all run under
+the lease lock: SQLite's write lock, or a transaction-scoped advisory lock on
+PostgreSQL. Decisions are therefore serial, and the database clock read inside
+the lock orders them; the audit trail in ``key_leases`` can be replayed exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
+from typing import TypeVar
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from signwave.errors import LeaseLost, RunInProgress
+from signwave.ids import BatchId, HolderId, KeyId, LeaseToken, RecordId
+from signwave.signing import ALGORITHM, KeyMaterial
+from signwave.store.engine import Database
+from signwave.store.schema import batches, key_leases, keys, records, signatures
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+IN_FLIGHT = ("pending", "leased")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Lease:
+    batch_id: BatchId
+    key_id: KeyId
+    token: LeaseToken
+
+    @property
+    def lock_owner(self) -> str:
+        """The Redis lock's value between grant and the start of signing."""
+        return f"grant:{self.key_id}:{self.token}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Grant:
+    """What `Store.grant_lease` decided."""
+
+    lease: Lease | None
+    reason: str  # "leased", "not-pending", "no-key"
+
+
+class Store:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- seeding -------------------------------------------------------------
+
+    def add_records(self, payloads: Iterable[bytes], *, chunk: int = 5_000) -> int:
+        """Insert payloads in one transaction (all or nothing); return how many."""
+        count = 0
+        with self.db.write() as conn:
+            for group in batched(payloads, chunk):
+                conn.execute(insert(records), [{"payload": p} for p in group])
+                count += len(group)
+        return count
+
+    def add_keys(self, materials: Sequence[KeyMaterial]) -> tuple[list[KeyId], list[str]]:
+        """Insert keys not yet present; return (new ids, fingerprints already present)."""
+        with self.db.write() as conn:
+            now = self.db.now(conn)
+            present = set(
+                conn.execute(
+                    select(keys.c.fingerprint).where(
+                        keys.c.fingerprint.in_([m.fingerprint for m in materials])
+                    )
+                ).scalars()
+            )
+            new: list[KeyId] = []
+            skipped: list[str] = []
+            for m in materials:
+                if m.fingerprint in present:
+                    skipped.append(m.fingerprint)
+                    continue
+                present.add(m.fingerprint)
+                key_id = conn.execute(
+                    insert(keys)
+                    .values(
+                        algorithm=ALGORITHM,
+                        bits=m.bits,
+                        public_key_pem=m.public_key_pem.decode(),
+                        private_key_pem=m.private_key_pem.decode(),
+                        fingerprint=m.fingerprint,
+                        created_at=now,
+                    )
+                    .returning(keys.c.id)
+                ).scalar_one()
+                new.append(KeyId(key_id))
+        return new, skipped
+
+    def has_keys(self) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(select(keys.c.id).limit(1)).first() is not None
+
+    def refuse_if_running(self) -> None:
+        with self.db.read() as conn:
+            n = conn.execute(
+                select(func.count()).select_from(batches).where(batches.c.status.in_(IN_FLIGHT))
+            ).scalar_one()
+        if n:
+            raise RunInProgress(
+                f"a signing run is in progress ({n} batches in flight): "
+                "wait until `signwave status` shows none, then try again"
+            )
+
+    # -- emit ----------------------------------------------------------------
+
+    def reap_expired(self) -> list[BatchId]:
+        """Close expired leases, free their keys and re-open their batches."""
+        with self.db.write(lease_lock=True) as conn:
+            return self._reap(conn, self.db.now(conn))
+
+    def _reap(self, conn: Connection, now: dt.datetime) -> list[BatchId]:
+        expired = conn.execute(
+            select(
+                keys.c.id, keys.c.lease_token, keys.c.lease_batch_id, keys.c.lease_expires_at
+            ).where(keys.c.lease_token.is_not(None), keys.c.lease_expires_at <= now)
+        ).all()
+        reopened: list[BatchId] = []
+        for key_id, token, batch_id, expires_at in expired:
+            # The lease ended when it expired, not when we noticed: that is the
+            # interval the audit trail must show, and the key's last use.
+            conn.execute(
+                update(keys)
+                .where(keys.c.id == key_id, keys.c.lease_token == token)
+                .values(_free_key(last_used_at=expires_at))
+            )
+            _close_lease(conn, KeyId(key_id), LeaseToken(token), expires_at, "expired", None)
+            done = conn.execute(
+                update(batches)
+                .where(
+                    batches.c.id == batch_id,
+                    batches.c.status == "leased",
+                    batches.c.key_id == key_id,
+                    batches.c.lease_token == token,
+                )
+                .values(status="pending", key_id=None, lease_token=None, dispatched_at=None)
+            )
+            if done.rowcount:
+                reopened.append(BatchId(batch_id))
+            logger.warning(
+                "lease of key %s for batch %s expired; batch re-opened",
+                key_id,
+                batch_id,
+                extra={"action": "lease_expired", "key_id": key_id, "batch_id": batch_id},
+            )
+        return reopened
+
+    def in_flight(self) -> int:
+        with self.db.read() as conn:
+            return _count_in_flight(conn)
+
+    def claim_batches(self, *, batch_size: int, limit: int) -> list[BatchId]:
+        """Claim unbatched records into at most as many new batches as keep
+        ``limit`` batches in flight (backpressure); return the new batch ids."""
+        claimed: list[BatchId] = []
+        with self.db.write() as conn:
+            usable_keys = conn.execute(select(func.count()).select_from(keys)).scalar_one()
+            wanted = min(limit, usable_keys) - _count_in_flight(conn)
+            if wanted <= 0:
+                return claimed
+            now = self.db.now(conn)
+            for _ in range(wanted):
+                batch_id = conn.execute(
+                    insert(batches)
+                    .values(
+                        status="pending",
+                        size=batch_size,
+                        record_count=0,
+                        created_at=now,
+                    )
+                    .returning(batches.c.id)
+                ).scalar_one()
+                unbatched = (
+                    select(records.c.id)
+                    .where(records.c.batch_id.is_(None))
+                    .order_by(records.c.id)
+                    .limit(batch_size)
+                    .with_for_update(skip_locked=True)
+                )
+                n = conn.execute(
+                    update(records).where(records.c.id.in_(unbatched)).values(batch_id=batch_id)
+                ).rowcount
+                if n == 0:
+                    conn.execute(delete(batches).where(batches.c.id == batch_id))
+                    break
+                conn.execute(update(batches).where(batches.c.id == batch_id).values(record_count=n))
+                claimed.append(BatchId(batch_id))
+        return claimed
+
+    def batches_to_dispatch(self, *, older_than: float, limit: int = 1000) -> list[BatchId]:
+        """Pending batches never dispatched or dispatched longer ago than
+        ``older_than`` seconds (their message may be lost); marks them dispatched."""
+        with self.db.write() as conn:
+            now = self.db.now(conn)
+            cutoff = now - dt.timedelta(seconds=older_than)
+            ids = list(
+                conn.execute(
+                    select(batches.c.id)
+                    .where(
+                        batches.c.status == "pending",
+                        (batches.c.dispatched_at.is_(None)) | (batches.c.dispatched_at < cutoff),
+                    )
+                    .order_by(batches.c.id)
+                    .limit(limit)
+                ).scalars()
+            )
+            if ids:
+                conn.execute(update(batches).where(batches.c.id.in_(ids)).values(dispatched_at=now))
+        return [BatchId(i) for i in ids]
+
+    # -- ingest --------------------------------------------------------------
+
+    def grant_lease(self, batch_id: BatchId, *, ttl: float, lock: Callable[[Lease], None]) -> Grant:
+        """Lease the least recently used free key to a pending batch (G4).
+
+        ``lock`` takes the Redis lock before the lease commits; if it raises,
+        nothing is leased.
+        """
+        with self.db.write(lease_lock=True) as conn:
+            now = self.db.now(conn)
+            self._reap(conn, now)
+            status = conn.execute(
+                select(batches.c.status).where(batches.c.id == batch_id)
+            ).scalar_one_or_none()
+            if status != "pending":
+                return Grant(lease=None, reason="not-pending")
+            row = conn.execute(
+                select(keys.c.id, keys.c.lease_counter)
+                .where(keys.c.lease_token.is_(None))
+                .order_by(keys.c.last_used_at.asc().nulls_first(), keys.c.id)
+                .limit(1)
+            ).first()
+            if row is None:
+                return Grant(lease=None, reason="no-key")
+            key_id, counter = KeyId(row[0]), row[1]
+            lease = Lease(batch_id=batch_id, key_id=key_id, token=LeaseToken(counter + 1))
+            expires_at = now + dt.timedelta(seconds=ttl)
+            conn.execute(
+                update(keys)
+                .where(keys.c.id == key_id, keys.c.lease_token.is_(None))
+                .values(
+                    lease_counter=lease.token,
+                    lease_token=lease.token,
+                    lease_batch_id=batch_id,
+                    lease_holder=None,
+                    lease_expires_at=expires_at,
+                )
+            )
+            conn.execute(
+                insert(key_leases).values(
+                    key_id=key_id,
+                    batch_id=batch_id,
+                    token=lease.token,
+                    acquired_at=now,
+                    expires_at=expires_at,
+                )
+            )
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(status="leased", key_id=key_id, lease_token=lease.token)
+            )
+            lock(lease)
+        return Grant(lease=lease, reason="leased")
+
+    # -- sign ----------------------------------------------------------------
+
+    def start_signing(self, lease: Lease, holder: HolderId, *, ttl: float) -> bool:
+        """Make ``holder`` the one execution that signs under ``lease``, and
+        renew it. False if the lease is gone, expired or already being used."""
+        with self.db.write(lease_lock=True) as conn:
+            return self._extend(conn, lease, holder, ttl, first=True)
+
+    def renew(self, lease: Lease, holder: HolderId, *, ttl: float) -> bool:
+        with self.db.write(lease_lock=True) as conn:
+            return self._extend(conn, lease, holder, ttl, first=False)
+
+    def _extend(
+        self, conn: Connection, lease: Lease, holder: HolderId, ttl: float, *, first: bool
+    ) -> bool:
+        now = self.db.now(conn)
+        expires_at = now + dt.timedelta(seconds=ttl)
+        holder_clause = keys.c.lease_holder.is_(None) if first else keys.c.lease_holder == holder
+        done = conn.execute(
+            update(keys)
+            .where(
+                keys.c.id == lease.key_id,
+                keys.c.lease_token == lease.token,
+                keys.c.lease_batch_id == lease.batch_id,
+                keys.c.lease_expires_at > now,
+                holder_clause,
+            )
+            .values(lease_holder=holder, lease_expires_at=expires_at)
+        ).rowcount
+        if done:
+            conn.execute(
+                update(key_leases)
+                .where(key_leases.c.key_id == lease.key_id, key_leases.c.token == lease.token)
+                .values(expires_at=expires_at)
+            )
+        return bool(done)
+
+    def batch_payloads(self, batch_id: BatchId) -> list[tuple[RecordId, bytes]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(records.c.id, records.c.payload)
+                .where(records.c.batch_id == batch_id)
+                .order_by(records.c.id)
+            ).all()
+        return [(RecordId(r[0]), bytes(r[1])) for r in rows]
+
+    def private_key(self, key_id: KeyId) -> tuple[str, bytes]:
+        """(fingerprint, private PEM) of a key."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(keys.c.fingerprint, keys.c.private_key_pem).where(keys.c.id == key_id)
+            ).one()
+        return row[0], row[1].encode()
+
+    def commit_signatures(
+        self, lease: Lease, holder: HolderId, sigs: Sequence[tuple[RecordId, bytes]]
+    ) -> None:
+        """Store a batch's signatures in one transaction, accepted only if
+        ``lease`` is still current and held by ``holder`` (G1, G2); release it."""
+        with self.db.write(lease_lock=True) as conn:
+            now = self.db.now(conn)
+            released = conn.execute(
+                update(keys)
+                .where(
+                    keys.c.id == lease.key_id,
+                    keys.c.lease_token == lease.token,
+                    keys.c.lease_holder == holder,
+                    keys.c.lease_expires_at > now,
+                )
+                .values({**_free_key(last_used_at=now), "use_count": keys.c.use_count + 1})
+            ).rowcount
+            if not released:
+                raise LeaseLost(
+                    f"lease {lease.token} of key {lease.key_id} for batch {lease.batch_id} "
+                    "is no longer held: nothing stored"
+                )
+            done = conn.execute(
+                update(batches)
+                .where(
+                    batches.c.id == lease.batch_id,
+                    batches.c.status == "leased",
+                    batches.c.lease_token == lease.token,
+                    batches.c.key_id == lease.key_id,
+                )
+                .values(status="signed", signed_at=now, error=None)
+            ).rowcount
+            if not done:
+                raise LeaseLost(f"batch {lease.batch_id} is not leased to key {lease.key_id}")
+            for group in batched(sigs, 5_000):
+                conn.execute(
+                    insert(signatures),
+                    [
+                        {
+                            "record_id": rid,
+                            "key_id": lease.key_id,
+                            "batch_id": lease.batch_id,
+                            "lease_token": lease.token,
+                            "signature": sig,
+                            "signed_at": now,
+                        }
+                        for rid, sig in group
+                    ],
+                )
+            _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
+
+    def record_failure(
+        self, lease: Lease, holder: HolderId | None, error: str, *, max_failures: int
+    ) -> str | None:
+        """Release ``lease`` after a failed attempt; the batch goes back to
+        pending, or to failed after ``max_failures``. Returns the batch's new
+        status, or None if the lease was not ours any more."""
+        with self.db.write(lease_lock=True) as conn:
+            now = self.db.now(conn)
+            holder_clause = (
+                keys.c.lease_holder.is_(None) if holder is None else keys.c.lease_holder == holder
+            )
+            released = conn.execute(
+                update(keys)
+                .where(
+                    keys.c.id == lease.key_id,
+                    keys.c.lease_token == lease.token,
+                    keys.c.lease_expires_at > now,
+                    holder_clause,
+                )
+                .values(_free_key(last_used_at=now))
+            ).rowcount
+            if not released:
+                return None
+            _close_lease(conn, lease.key_id, lease.token, now, "failed", error)
+            failures = (
+                conn.execute(
+                    select(batches.c.failures).where(batches.c.id == lease.batch_id)
+                ).scalar_one()
+                + 1
+            )
+            status = "failed" if failures >= max_failures else "pending"
+            conn.execute(
+                update(batches)
+                .where(batches.c.id == lease.batch_id, batches.c.lease_token == lease.token)
+                .values(
+                    status=status,
+                    failures=failures,
+                    error=error[:2000],
+                    dispatched_at=None,
+                    **({} if status == "failed" else {"key_id": None, "lease_token": None}),
+                )
+            )
+            return status
+
+    # -- reading -------------------------------------------------------------
+
+    def iter_rows(self, statement: object, *, chunk: int = 5_000) -> Iterator[tuple[object, ...]]:
+        """Stream a query's rows without holding them all in memory."""
+        with self.db.read() as conn:
+            result = conn.execution_options(yield_per=chunk).execute(statement)  # type: ignore[call-overload]
+            for row in result:
+                yield tuple(row)
+
+
+def batched(items: Iterable[T], n: int) -> Iterator[tuple[T, ...]]:
+    it = iter(items)
+    while group := tuple(islice(it, n)):
+        yield group
+
+
+def _count_in_flight(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(batches).where(batches.c.status.in_(IN_FLIGHT))
+        ).scalar_one()
+    )
+
+
+def _free_key(*, last_used_at: dt.datetime) -> dict[str, object]:
+    return {
+        "lease_token": None,
+        "lease_batch_id": None,
+        "lease_holder": None,
+        "lease_expires_at": None,
+        "last_used_at": last_used_at,
+    }
+
+
+def _close_lease(
+    conn: Connection,
+    key_id: KeyId,
+    token: LeaseToken,
+    at: dt.datetime,
+    outcome: str,
+    error: str | None,
+) -> None:
+    conn.execute(
+        update(key_leases)
+        .where(
+            key_leases.c.key_id == key_id,
+            key_leases.c.token == token,
+            key_leases.c.released_at.is_(None),
+        )
+        .values(released_at=at, outcome=outcome, error=error)
+    )

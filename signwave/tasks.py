@@ -1,0 +1,60 @@
+"""Thin Celery tasks: take ids and tokens, call the pipeline, enqueue follow-ups after commit."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy.exc import OperationalError
+
+from signwave.celery import app
+from signwave.errors import DatabaseUnavailable, NoKeyAvailable, RedisUnavailable
+from signwave.ids import BatchId, KeyId, LeaseToken
+from signwave.pipeline import EmitReport
+from signwave.runtime import pipeline
+from signwave.store.store import Lease
+
+logger = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, DatabaseUnavailable, RedisUnavailable)
+RETRY = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": 0.5,
+    "retry_backoff_max": 10,
+    "retry_jitter": True,
+    "max_retries": 20,
+}
+
+
+def _dispatch(report: EmitReport) -> None:
+    for batch_id in report.dispatch:
+        ingest.delay(batch_id)
+
+
+@app.task(name="signwave.emit", **RETRY)
+def emit() -> None:
+    _dispatch(pipeline().emit())
+
+
+@app.task(name="signwave.ingest", bind=True, **RETRY)
+def ingest(self: Any, batch_id: int) -> None:
+    try:
+        lease = pipeline().ingest(BatchId(batch_id))
+    except NoKeyAvailable:
+        # The batch stays pending; if these retries run out, emit sends it again.
+        countdown = min(5.0, 0.2 * 2**self.request.retries)
+        raise self.retry(countdown=countdown, max_retries=30) from None
+    if lease is not None:
+        sign.delay(lease.batch_id, lease.key_id, lease.token)
+
+
+@app.task(name="signwave.sign", **RETRY)
+def sign(batch_id: int, key_id: int, token: int) -> str:
+    p = pipeline()
+    outcome = p.sign(
+        Lease(batch_id=BatchId(batch_id), key_id=KeyId(key_id), token=LeaseToken(token))
+    )
+    if outcome in ("signed", "pending", "failed"):
+        # A key was just freed: top up the pipeline without waiting for beat.
+        _dispatch(p.emit())
+    return outcome
