@@ -27,7 +27,8 @@ class KeyCache:
     def get(self, key_id: KeyId) -> rsa.RSAPrivateKey:
         key = self._keys.get(key_id)
         if key is None:
-            key = load_private_key(self._loader(key_id))
+            # Keys were validated when stored; re-checking costs more than a batch.
+            key = load_private_key(self._loader(key_id), validated=True)
             self._keys[key_id] = key
             if len(self._keys) > self._capacity:
                 self._keys.popitem(last=False)

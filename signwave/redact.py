@@ -12,10 +12,8 @@ def redact_url(url: str) -> str:
     if parts.password is None:
         return url
     user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
+    # Host and port are kept as written: parsing the port raises on a bad one,
+    # and a bad URL is exactly what error messages need to show.
+    host_port = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:***@{host_port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

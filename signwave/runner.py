@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import shutil
 import signal
@@ -33,7 +35,15 @@ from signwave.store.status import count_records, read_progress
 from signwave.verify import run_verify
 
 POLL_S = 0.5
+PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 20.0
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if `signwave run` itself dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Child:
@@ -43,7 +53,12 @@ class Child:
         with log.open("ab") as out:
             # A session of its own: Ctrl-C reaches us, and we stop the children in order.
             self.proc = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
 
     def exited(self) -> int | None:
@@ -86,6 +101,8 @@ class Runner:
         return report.ok
 
     def _sign(self, total: int, signed_before: int) -> None:
+        # `kill` stops the run as cleanly as Ctrl-C: children are stopped in order.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         workdir = Path(tempfile.mkdtemp(prefix="signwave-run-"))
         children: list[Child] = []
         failed = True

@@ -7,6 +7,7 @@ its ``SIGNWAVE_*`` variable, its default and its validation.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -92,8 +93,9 @@ def check_batch_size(value: object) -> int:
 
 
 def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, got {value!r}")
+    # "inf" parses as a float, but a lease or interval must become a timedelta.
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{name} must be a positive, finite number, got {value!r}")
 
 
 def _parse(name: str, raw: str, kind: object) -> Any:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 from typing import TypeVar
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+import psycopg
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from signwave.errors import LeaseLost, RunInProgress
 from signwave.ids import BatchId, HolderId, KeyId, LeaseToken, RecordId
@@ -26,6 +27,8 @@ from signwave.store.schema import batches, key_leases, keys, records, signatures
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+SIGNATURE_COLUMNS = ("record_id", "key_id", "batch_id", "lease_token", "signature", "signed_at")
 
 IN_FLIGHT = ("pending", "leased")
 
@@ -61,7 +64,7 @@ class Store:
         count = 0
         with self.db.write() as conn:
             for group in batched(payloads, chunk):
-                conn.execute(insert(records), [{"payload": p} for p in group])
+                self._insert_rows(conn, records, ("payload",), [(p,) for p in group])
                 count += len(group)
         return count
 
@@ -362,21 +365,8 @@ class Store:
             ).rowcount
             if not done:
                 raise LeaseLost(f"batch {lease.batch_id} is not leased to key {lease.key_id}")
-            for group in batched(sigs, 5_000):
-                conn.execute(
-                    insert(signatures),
-                    [
-                        {
-                            "record_id": rid,
-                            "key_id": lease.key_id,
-                            "batch_id": lease.batch_id,
-                            "lease_token": lease.token,
-                            "signature": sig,
-                            "signed_at": now,
-                        }
-                        for rid, sig in group
-                    ],
-                )
+            rows = ((rid, lease.key_id, lease.batch_id, lease.token, sig, now) for rid, sig in sigs)
+            self._insert_rows(conn, signatures, SIGNATURE_COLUMNS, rows)
             _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
 
     def record_failure(
@@ -422,6 +412,26 @@ class Store:
                 )
             )
             return status
+
+    def _insert_rows(
+        self,
+        conn: Connection,
+        table: Table,
+        columns: Sequence[str],
+        rows: Iterable[Sequence[object]],
+    ) -> None:
+        """Bulk insert: COPY on PostgreSQL (an order of magnitude faster than
+        INSERT for a batch), executemany on SQLite."""
+        if self.db.is_sqlite:
+            for group in batched(rows, 5_000):
+                conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in group])
+            return
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, psycopg.Connection)
+        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+        with raw.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
     # -- reading -------------------------------------------------------------
 
