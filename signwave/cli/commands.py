@@ -101,7 +101,6 @@ def db_init(app: AppContext) -> None:
 @cli.command()
 @click.option(
     "--records",
-    "n_records",
     type=click.IntRange(min=0),
     default=0,
     show_envvar=True,
@@ -109,7 +108,6 @@ def db_init(app: AppContext) -> None:
 )
 @click.option(
     "--keys",
-    "n_keys",
     type=click.IntRange(min=0),
     default=0,
     show_envvar=True,
@@ -123,11 +121,11 @@ def db_init(app: AppContext) -> None:
     help="Size of new keys.",
 )
 @pass_app
-def seed(app: AppContext, n_records: int, n_keys: int, key_bits: int) -> None:
+def seed(app: AppContext, records: int, keys: int, key_bits: int) -> None:
     """Add N random payloads and K new keys."""
     store = Store(app.database())
     store.refuse_if_running()
-    seed_store(store, n_records, n_keys, key_bits)
+    seed_store(store, records, keys, key_bits)
 
 
 def seed_store(store: Store, n_records: int, n_keys: int, key_bits: int = MIN_KEY_BITS) -> None:
@@ -188,7 +186,6 @@ def verify(app: AppContext, as_json: bool) -> None:
 )
 @click.option(
     "--records",
-    "n_records",
     type=click.IntRange(min=0),
     default=100_000,
     show_envvar=True,
@@ -196,14 +193,13 @@ def verify(app: AppContext, as_json: bool) -> None:
 )
 @click.option(
     "--keys",
-    "n_keys",
     type=click.IntRange(min=1),
     default=100,
     show_envvar=True,
     help="Keys to seed when the database has no keys yet.",
 )
 @pass_app
-def run(app: AppContext, batch_size: int, workers: int | None, n_records: int, n_keys: int) -> None:
+def run(app: AppContext, batch_size: int, workers: int | None, records: int, keys: int) -> None:
     """Sign every record: start Celery workers and the emit schedule, show progress, verify."""
     from signwave.runner import Runner
 
@@ -217,8 +213,8 @@ def run(app: AppContext, batch_size: int, workers: int | None, n_records: int, n
     upgrade(database)
     store = Store(database)
     if not store.has_keys():
-        click.echo(f"empty database: seeding {n_records} records and {n_keys} keys")
-        seed_store(store, n_records, n_keys)
+        click.echo(f"empty database: seeding {records} records and {keys} keys")
+        seed_store(store, records, keys)
     ok = Runner(settings, database, workers=workers).run()
     if not ok:
         raise click.exceptions.Exit(1)

@@ -1,0 +1,91 @@
+"""`signwave run`: the private Redis fallback, clean interruption, a clear error without Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from signwave.settings import Settings
+from signwave.store import Database
+from signwave.store.status import read_progress
+from tests.support import ROOT, assert_all_signed_once, child_env, cli, wait_until
+
+DEAD_REDIS = "redis://:hunter2@127.0.0.1:1/0"
+
+
+def test_run_starts_a_private_redis_when_none_answers(database_url: str) -> None:
+    settings = Settings(database_url=database_url, redis_url=DEAD_REDIS, lease_ttl=15)
+    result = cli(
+        settings, "run", "--workers", "2", "--batch-size", "200", "--records", "800", "--keys", "4"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "started a private redis-server" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert_all_signed_once(database_url, 800)
+
+
+def test_run_without_redis_and_without_redis_server_says_what_to_do(database_url: str) -> None:
+    settings = Settings(database_url=database_url, redis_url=DEAD_REDIS)
+    bare_path = os.path.dirname(sys.executable)  # python, but no redis-server
+    result = cli(settings, "run", "--records", "10", "--keys", "1", PATH=bare_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "cannot reach Redis at redis://:***@127.0.0.1:1/0" in lines[0]
+    assert "redis-server" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_interrupting_run_stops_every_child(database_url: str, redis_url: str) -> None:
+    settings = Settings(database_url=database_url, redis_url=redis_url, lease_ttl=15)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signwave",
+            "run",
+            "--workers",
+            "1",
+            "--batch-size",
+            "100",
+            "--records",
+            "20000",
+            "--keys",
+            "2",
+        ],
+        env=child_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = Database(database_url)
+    try:
+        wait_until(lambda: _signed(db) > 0, timeout=120, what="signing to start")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("worker" in " ".join(c.cmdline()) for c in children)
+        # When the user presses Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Then run exits 130 with a message, and no child survives it
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
+    db.dispose()
+
+
+def _signed(db: Database) -> int:
+    try:
+        return read_progress(db).signed
+    except Exception:  # the schema may not exist yet
+        return 0
