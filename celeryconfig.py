@@ -35,8 +35,9 @@ result_backend = None
 task_serializer = "json"
 accept_content = ["json"]
 worker_hijack_root_logger = True
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events cost three messages a task; workers watched by Flower enable
+# them with `-E` (the Procfile does).
+worker_send_task_events = False
 
 beat_schedule = {
     "emit": {

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.exc import OperationalError
 
 from signwave import signing
-from signwave.errors import DatabaseUnavailable, LeaseLost, NoKeyAvailable
+from signwave.errors import DatabaseUnavailable, LeaseLost, NoKeyAvailable, RedisUnavailable
 from signwave.ids import BatchId, HolderId, RecordId
 from signwave.keycache import KeyCache
 from signwave.leasing import Clock, Deadline, SystemClock
@@ -50,10 +50,13 @@ class Pipeline:
 
     # -- emit ----------------------------------------------------------------
 
-    def emit(self) -> EmitReport:
+    def emit(self, *, reap: bool = True) -> EmitReport:
         """Re-open batches whose lease expired, claim new batches up to the
-        in-flight limit, and name every pending batch whose ingest must be sent."""
-        reopened = self.store.reap_expired()
+        in-flight limit, and name every pending batch whose ingest must be sent.
+
+        ``reap=False`` is the cheap top-up after a signed batch: expired leases
+        are left to the scheduled emit (and to every lease grant)."""
+        reopened = self.store.reap_expired() if reap else []
         claimed = self.store.claim_batches(
             batch_size=self.settings.batch_size, limit=self.settings.in_flight_limit
         )
@@ -127,7 +130,26 @@ class Pipeline:
                 raise
             except Exception as exc:
                 return self._fail(lease, holder, exc)
-            sigs = self._sign_all(lease, holder, deadline, key, payloads)
+            logger.info(
+                "batch %s: signing %d records with key %s under lease %s",
+                lease.batch_id,
+                len(payloads),
+                lease.key_id,
+                lease.token,
+                extra={
+                    "action": "sign_started",
+                    "batch_id": lease.batch_id,
+                    "key_id": lease.key_id,
+                },
+            )
+            try:
+                sigs = self._sign_all(lease, holder, deadline, key, payloads)
+            except (LeaseLost, OperationalError, DatabaseUnavailable, RedisUnavailable):
+                raise
+            except Exception as exc:
+                # A key that parses but cannot sign fails on every attempt: count it
+                # towards max_attempts instead of letting the lease expire and retrying forever.
+                return self._fail(lease, holder, exc)
             self.store.commit_signatures(lease, holder, sigs)
         except LeaseLost as exc:
             logger.warning(
@@ -160,14 +182,18 @@ class Pipeline:
         ttl = self.settings.lease_ttl
         for record_id, payload in payloads:
             now = self.clock.monotonic()
+            # Checked before every signature, and before renewing: a process that
+            # wakes up past its deadline stops at once, without asking anybody.
+            if deadline.expired(now):
+                raise LeaseLost(f"lease {lease.token} of key {lease.key_id} ran out while signing")
             if deadline.needs_renewal(now):
-                asked_at = now
                 if not self._renew(lease, holder, ttl):
                     raise LeaseLost(f"could not renew lease {lease.token} of key {lease.key_id}")
-                deadline = deadline.renewed(asked_at)
-            # Checked before every signature: a paused process stops on waking.
-            if deadline.expired(self.clock.monotonic()):
-                raise LeaseLost(f"lease {lease.token} of key {lease.key_id} ran out while signing")
+                deadline = deadline.renewed(now)
+                if deadline.expired(self.clock.monotonic()):
+                    raise LeaseLost(
+                        f"lease {lease.token} of key {lease.key_id} ran out while renewing"
+                    )
             sigs.append((record_id, signing.sign(key, payload)))
         return sigs
 

@@ -56,5 +56,5 @@ def sign(batch_id: int, key_id: int, token: int) -> str:
     )
     if outcome in ("signed", "pending", "failed"):
         # A key was just freed: top up the pipeline without waiting for beat.
-        _dispatch(p.emit())
+        _dispatch(p.emit(reap=False))
     return outcome

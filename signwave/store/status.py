@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 
 from signwave.store.engine import Database
 from signwave.store.schema import batches, keys, records
@@ -54,19 +54,26 @@ def read_progress(db: Database) -> Progress:
 
 
 def count_records(db: Database) -> int:
+    """Records in the database, from the batches and the unbatched index range:
+    no full scan of the records table."""
     with db.read() as conn:
-        return int(conn.execute(select(func.count()).select_from(records)).scalar_one())
+        return _unbatched(conn) + int(
+            conn.execute(select(func.coalesce(func.sum(batches.c.record_count), 0))).scalar_one()
+        )
+
+
+def _unbatched(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(records).where(records.c.batch_id.is_(None))
+        ).scalar_one()
+    )
 
 
 def read_status(db: Database) -> Status:
     with db.read() as conn:
         now = db.now(conn)
-        total = int(conn.execute(select(func.count()).select_from(records)).scalar_one())
-        unbatched = int(
-            conn.execute(
-                select(func.count()).select_from(records).where(records.c.batch_id.is_(None))
-            ).scalar_one()
-        )
+        unbatched = _unbatched(conn)
         rows = conn.execute(
             select(
                 batches.c.status, func.count(), func.coalesce(func.sum(batches.c.record_count), 0)
@@ -91,7 +98,7 @@ def read_status(db: Database) -> Status:
     counts = {status: int(n) for status, n, _ in rows}
     records_by = {status: int(t) for status, _, t in rows}
     return Status(
-        records=total,
+        records=unbatched + sum(records_by.values()),
         signed=records_by.get("signed", 0),
         unbatched=unbatched,
         failed_records=records_by.get("failed", 0),
