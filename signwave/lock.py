@@ -65,13 +65,18 @@ class RedisKeyLock:
         return bool(self._call(self._release, key_id, owner))
 
     def owner(self, key_id: KeyId) -> str | None:
-        value = self.client.get(PREFIX + str(key_id))
+        try:
+            value = self.client.get(PREFIX + str(key_id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(
+                f"lost Redis while reading the lock of key {key_id}: {exc}"
+            ) from None
         return value.decode() if isinstance(value, bytes) else value
 
     def _call(self, script: object, key_id: KeyId, *args: object) -> object:
         try:
             result = script(keys=[PREFIX + str(key_id)], args=list(args))  # type: ignore[operator]
-        except redis.ConnectionError as exc:
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"lost Redis while locking key {key_id}: {exc}") from None
         return result.decode() if isinstance(result, bytes) else result
 

@@ -66,7 +66,7 @@ keys = Table(
     Column("bits", Integer, nullable=False),
     Column("public_key_pem", Text, nullable=False),
     Column("private_key_pem", Text, nullable=False),
-    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("fingerprint", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_used_at", UTCDateTime),
     Column("use_count", Integer, nullable=False, server_default="0"),
@@ -76,6 +76,7 @@ keys = Table(
     Column("lease_batch_id", Id),
     Column("lease_holder", String(64)),
     Column("lease_expires_at", UTCDateTime),
+    UniqueConstraint("fingerprint", name="uq_keys_fingerprint"),
 )
 
 batches = Table(
