@@ -21,8 +21,9 @@ typecheck:
 test:
 	$(BIN)/pytest
 
+# make soak SOAK_ARGS="--soak-db postgresql --soak-minutes 5"
 soak:
-	$(BIN)/pytest tests/chaos --soak -p no:randomly
+	$(BIN)/pytest tests/chaos -m soak --soak -p no:randomly $(SOAK_ARGS)
 
 bench:
 	$(BIN)/python bench/throughput.py

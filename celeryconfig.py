@@ -1,5 +1,7 @@
 """Celery settings for signwave, read from the SIGNWAVE_* environment (SPEC §6)."""
 
+import ssl
+
 from kombu import Exchange, Queue
 
 from signwave.runtime import settings as _settings
@@ -7,6 +9,10 @@ from signwave.runtime import settings as _settings
 _s = _settings()
 
 broker_url = _s.broker
+if broker_url.startswith("rediss://"):
+    # Without ssl_* options kombu speaks TLS without checking the server's
+    # certificate; check it, unless the URL's ssl_cert_reqs says otherwise.
+    broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 broker_connection_retry_on_startup = True
 # A message unacknowledged this long is delivered again; tasks are idempotent
 # and lost work is recovered by emit, so this only bounds how long a message
@@ -26,6 +32,9 @@ task_routes = {"signwave.sign": {"queue": "signing"}}
 # Acknowledge after the task ran, and put the message back if its worker
 # process died: a batch is never dropped because a worker was killed.
 task_acks_late = True
+# A task that cannot be acknowledged after a broker connection loss is stopped
+# (it will be redelivered); its lease expires and emit re-opens the batch.
+worker_cancel_long_running_tasks_on_connection_loss = True
 task_reject_on_worker_lost = True
 # One message at a time per process: a batch waits in the queue, where any
 # free worker can take it, not in the buffer of a busy one.

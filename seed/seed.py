@@ -22,8 +22,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000, help="random payloads to add")
     parser.add_argument("--keys", type=int, default=100, help="RSA-2048 keys to generate")
-    parser.add_argument("--import", dest="files", action="append", default=[],
-                        help="also import a JSON Lines or CSV records file (repeatable)")
+    parser.add_argument(
+        "--import",
+        dest="files",
+        action="append",
+        default=[],
+        help="also import a JSON Lines or CSV records file (repeatable)",
+    )
     args = parser.parse_args()
     try:
         signwave("db", "init")

@@ -43,6 +43,14 @@ class KeyImportError(InputError):
     """cannot import the key."""
 
 
+class RecordImportError(InputError):
+    """cannot import the records."""
+
+
+class KeyEncryptionError(SignwaveError):
+    """a stored private key cannot be decrypted."""
+
+
 class RunInProgress(SignwaveError):
     """a signing run is in progress."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import time
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.exc import OperationalError
@@ -150,7 +151,7 @@ class Pipeline:
                 # A key that parses but cannot sign fails on every attempt: count it
                 # towards max_attempts instead of letting the lease expire and retrying forever.
                 return self._fail(lease, holder, exc)
-            self.store.commit_signatures(lease, holder, sigs)
+            self._commit(lease, holder, sigs)
         except LeaseLost as exc:
             logger.warning(
                 "batch %s: %s",
@@ -160,7 +161,7 @@ class Pipeline:
             )
             return "lost"
         finally:
-            self.lock.release(lease.key_id, holder)
+            self._release_lock(lease, holder)
         logger.info(
             "batch %s signed with key %s (%d records)",
             lease.batch_id,
@@ -169,6 +170,40 @@ class Pipeline:
             extra={"action": "signed", "batch_id": lease.batch_id, "key_id": lease.key_id},
         )
         return "signed"
+
+    def _commit(self, lease: Lease, holder: HolderId, sigs: list[tuple[RecordId, bytes]]) -> None:
+        """Commit, retrying through a database outage for as long as a lease
+        lives: a retried task could not take the lease over (it is held by this
+        execution), so giving up here would cost a whole lease TTL."""
+        give_up_at = self.clock.monotonic() + self.settings.lease_ttl
+        delay = 0.2
+        while True:
+            try:
+                self.store.commit_signatures(lease, holder, sigs)
+                return
+            except (OperationalError, DatabaseUnavailable):
+                if self.clock.monotonic() + delay > give_up_at:
+                    raise
+                logger.warning(
+                    "batch %s: database unavailable at commit; retrying in %.1f s",
+                    lease.batch_id,
+                    delay,
+                    extra={"action": "commit_retry", "batch_id": lease.batch_id},
+                )
+                time.sleep(delay)
+                delay = min(2 * delay, 2.0)
+
+    def _release_lock(self, lease: Lease, holder: HolderId) -> None:
+        try:
+            self.lock.release(lease.key_id, holder)
+        except RedisUnavailable:
+            # The lock expires by itself; the database lease is already settled.
+            logger.warning(
+                "batch %s: could not release the Redis lock of key %s",
+                lease.batch_id,
+                lease.key_id,
+                extra={"action": "lock_release_failed", "batch_id": lease.batch_id},
+            )
 
     def _sign_all(
         self,

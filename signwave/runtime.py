@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from signwave.keycrypt import KeyCipher
 from signwave.lock import RedisKeyLock
 from signwave.pipeline import Pipeline
 from signwave.settings import Settings
@@ -19,7 +20,8 @@ def settings() -> Settings:
 def pipeline() -> Pipeline:
     s = settings()
     return Pipeline(
-        store=Store(open_database(s.database_url)),
+        # Private keys are decrypted here only, in the worker that signs with them.
+        store=Store(open_database(s.database_url), cipher=KeyCipher(s.key_encryption_key)),
         lock=RedisKeyLock.from_url(s.redis_url),
         settings=s,
     )

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from signwave.errors import ConfigError
+from signwave.keycrypt import check_key
+from signwave.redact import redact_url
 
 MAX_BATCH_SIZE = 100_000
 DEFAULT_DATABASE_URL = "sqlite:///signwave.db"
@@ -36,7 +38,10 @@ class Settings:
     """Failed signing attempts after which a batch is marked failed."""
     redispatch_after: float = 0.0
     """Seconds after which a pending batch's ingest is sent again; 0 means the lease TTL."""
-    flower_basic_auth: str = ""
+    flower_basic_auth: str = dataclasses.field(default="", repr=False)
+    """``user:password[,user2:password2]`` Flower asks for; empty means no auth."""
+    key_encryption_key: str = dataclasses.field(default="", repr=False)
+    """Fernet key that encrypts private keys at rest; empty means plaintext."""
 
     def __post_init__(self) -> None:
         check_batch_size(self.batch_size)
@@ -47,6 +52,21 @@ class Settings:
             raise ConfigError("SIGNWAVE_MAX_IN_FLIGHT must be 0 (automatic) or a positive integer")
         if not self.database_url:
             raise ConfigError("SIGNWAVE_DATABASE_URL is empty: give a SQLAlchemy database URL")
+        if self.key_encryption_key:
+            check_key(self.key_encryption_key)
+        if self.flower_basic_auth:
+            _check_basic_auth(self.flower_basic_auth)
+
+    def __repr__(self) -> str:
+        # URLs may carry passwords (SPEC §8): a logged or raised Settings shows them redacted.
+        shown = []
+        for field in dataclasses.fields(self):
+            if field.repr:
+                value = getattr(self, field.name)
+                if field.name.endswith("_url"):
+                    value = redact_url(value)
+                shown.append(f"{field.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
 
     @property
     def broker(self) -> str:
@@ -88,8 +108,20 @@ def check_batch_size(value: object) -> int:
             "set --batch-size or SIGNWAVE_BATCH_SIZE"
         )
     if value > MAX_BATCH_SIZE:
-        raise ConfigError(f"batch size {value} is too large: use at most {MAX_BATCH_SIZE}")
+        raise ConfigError(
+            f"batch size {value} is too large: use at most {MAX_BATCH_SIZE} "
+            "(--batch-size or SIGNWAVE_BATCH_SIZE)"
+        )
     return value
+
+
+def _check_basic_auth(value: str) -> None:
+    for credential in value.split(","):
+        user, colon, password = credential.partition(":")
+        if not (user and colon and password):
+            raise ConfigError(
+                "SIGNWAVE_FLOWER_BASIC_AUTH must be user:password (several separated by commas)"
+            )
 
 
 def _positive(name: str, value: float) -> None:

@@ -33,6 +33,41 @@ PG_ADMIN_URL = os.environ.get(
 DATABASES = ["sqlite", "postgresql"]
 
 
+# The soak options live here, at the root, so that `pytest --soak` works from anywhere.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("signwave soak")
+    group.addoption(
+        "--soak",
+        action="store_true",
+        default=False,
+        help="run the soak tests (marked soak): faults injected over and over for minutes",
+    )
+    group.addoption(
+        "--soak-minutes",
+        type=float,
+        default=5.0,
+        help="how long the soak injects faults (default 5)",
+    )
+    group.addoption(
+        "--soak-db",
+        default="sqlite",
+        help="database of the soak: sqlite, postgresql, or the URL of a PostgreSQL server "
+        "on which a fresh database is created (default sqlite)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    soak = [item for item in items if "soak" in item.keywords]
+    if not config.getoption("--soak"):
+        for item in soak:
+            item.add_marker(pytest.mark.skip(reason="soak test: run with --soak"))
+        return
+    # The soak runs for as long as asked, plus its last rounds and the final verify.
+    minutes = float(config.getoption("--soak-minutes"))
+    for item in soak:
+        item.add_marker(pytest.mark.timeout(minutes * 60 + 900))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -135,6 +135,16 @@ def wait_until(
         time.sleep(interval)
 
 
+LEASE_INVARIANTS = (
+    "lease_order_overlaps",
+    "token_order_violations",
+    "lease_batch_mismatch",
+    "bad_lease_outcomes",
+    "half_written_batches",
+    "signed_leases_per_batch_errors",
+)
+
+
 def independent_check(database_url: str) -> dict[str, int]:
     """Count violations with plain SQL, without any signwave code."""
     url = database_url
@@ -169,6 +179,47 @@ def independent_check(database_url: str) -> dict[str, int]:
                 "ON l.key_id = s.key_id AND l.token = s.lease_token "
                 "WHERE l.id IS NULL OR s.signed_at > l.released_at OR s.signed_at < l.acquired_at"
             ),
+            # Each key's leases in order of acquisition: every one begins after the
+            # previous one ended (an open lease runs until its expiry)...
+            "lease_order_overlaps": q(
+                "SELECT count(*) FROM (SELECT acquired_at, LAG(COALESCE(released_at, expires_at)) "
+                "OVER (PARTITION BY key_id ORDER BY acquired_at, id) AS prev_end "
+                "FROM key_leases) t WHERE prev_end IS NOT NULL AND acquired_at < prev_end"
+            ),
+            # ...and carries a higher fencing token.
+            "token_order_violations": q(
+                "SELECT count(*) FROM (SELECT token, LAG(token) "
+                "OVER (PARTITION BY key_id ORDER BY acquired_at, id) AS prev "
+                "FROM key_leases) t WHERE prev IS NOT NULL AND token <= prev"
+            ),
+            "lease_batch_mismatch": q(
+                "SELECT count(*) FROM signatures s JOIN key_leases l "
+                "ON l.key_id = s.key_id AND l.token = s.lease_token "
+                "WHERE l.batch_id <> s.batch_id OR COALESCE(l.outcome, '') <> 'signed'"
+            ),
+            "bad_lease_outcomes": q(
+                "SELECT count(*) FROM key_leases "
+                "WHERE (released_at IS NULL AND outcome IS NOT NULL) "
+                "OR (released_at IS NOT NULL AND (outcome IS NULL "
+                "OR outcome NOT IN ('signed', 'expired', 'failed')))"
+            ),
+            # A batch is all signed or not signed at all, by exactly one lease.
+            "half_written_batches": q(
+                "SELECT count(*) FROM batches b LEFT JOIN (SELECT batch_id, count(*) AS n "
+                "FROM signatures GROUP BY batch_id) s ON s.batch_id = b.id "
+                "WHERE (b.status = 'signed' AND COALESCE(s.n, 0) <> b.record_count) "
+                "OR (b.status <> 'signed' AND COALESCE(s.n, 0) > 0)"
+            ),
+            "signed_leases_per_batch_errors": q(
+                "SELECT count(*) FROM batches b LEFT JOIN (SELECT batch_id, count(*) AS n "
+                "FROM key_leases WHERE outcome = 'signed' GROUP BY batch_id) l "
+                "ON l.batch_id = b.id "
+                "WHERE COALESCE(l.n, 0) <> CASE WHEN b.status = 'signed' THEN 1 ELSE 0 END"
+            ),
+            # Not violations while a run is going on; none may be left once it is over.
+            "open_leases": q("SELECT count(*) FROM key_leases WHERE released_at IS NULL"),
+            "keys_leased": q("SELECT count(*) FROM keys WHERE lease_token IS NOT NULL"),
+            "failed_batches": q("SELECT count(*) FROM batches WHERE status = 'failed'"),
         }
     engine.dispose()
     return result
@@ -184,6 +235,7 @@ def assert_all_signed_once(database_url: str, expected_records: int) -> dict[str
         "wrong_key",
         "overlapping_leases",
         "signed_outside_lease",
+        *LEASE_INVARIANTS,
     ):
         assert counts[name] == 0, counts
     return counts

@@ -9,11 +9,13 @@ from typing import Any
 import click
 
 from signwave import seeding
-from signwave.cli import output
+from signwave.cli import io_commands, output
+from signwave.keycrypt import KeyCipher
 from signwave.settings import MAX_BATCH_SIZE, Settings, check_batch_size
 from signwave.signing import MIN_KEY_BITS
 from signwave.store import Store, open_database
 from signwave.store.engine import Database
+from signwave.store.io import check_key_encryption
 from signwave.store.migrate import check_ready, upgrade
 from signwave.store.status import read_status
 from signwave.verify import run_verify
@@ -123,8 +125,11 @@ def db_init(app: AppContext) -> None:
 @pass_app
 def seed(app: AppContext, records: int, keys: int, key_bits: int) -> None:
     """Add N random payloads and K new keys."""
-    store = Store(app.database())
+    store = Store(app.database(), cipher=KeyCipher(app.settings.key_encryption_key))
     store.refuse_if_running()
+    if keys:
+        # New keys are sealed like the stored ones, or workers could open only some.
+        check_key_encryption(store.db, store.cipher)
     seed_store(store, records, keys, key_bits)
 
 
@@ -211,10 +216,18 @@ def run(app: AppContext, batch_size: int, workers: int | None, records: int, key
     )
     database = app.database(ready=False)
     upgrade(database)
-    store = Store(database)
+    store = Store(database, cipher=KeyCipher(settings.key_encryption_key))
+    # Fail now, in one line, rather than in every worker: a wrong or missing
+    # SIGNWAVE_KEY_ENCRYPTION_KEY would fail every batch.
+    check_key_encryption(database, store.cipher)
     if not store.has_keys():
         click.echo(f"empty database: seeding {records} records and {keys} keys")
         seed_store(store, records, keys)
     ok = Runner(settings, database, workers=workers).run()
     if not ok:
         raise click.exceptions.Exit(1)
+
+
+cli.add_command(io_commands.keys)
+cli.add_command(io_commands.records)
+cli.add_command(io_commands.export)

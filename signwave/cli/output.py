@@ -15,6 +15,8 @@ def print_status(s: Status) -> None:
     click.echo(f"unbatched   {s.unbatched:>10}")
     if s.failed_records:
         click.echo(f"in failed batches {s.failed_records:>4}")
+        for batch_id, reason in s.failed_batches:
+            click.echo(f"  batch {batch_id} failed: {reason or 'no reason recorded'}")
     click.echo("batches     " + "  ".join(f"{k} {v}" for k, v in s.batches.items()))
     click.echo(f"keys        {s.keys:>10}  ({s.keys_leased} leased now)")
     click.echo(f"signatures/s {s.signatures_per_second:>9.0f}  (last 10 s)")

@@ -26,6 +26,9 @@ SQLITE_BUSY_TIMEOUT_S = 60.0
 _WRITE = "signwave_write"
 # Serialises lease decisions on PostgreSQL (SQLite's write lock does it there).
 LEASE_LOCK_ID = 0x5167_4E57
+# Serialises claims on PostgreSQL: the in-flight count a claim reads must not
+# change before it commits, or concurrent emits overshoot the backpressure limit.
+CLAIM_LOCK_ID = 0x5167_4E58
 
 
 def normalise_url(url: str) -> str:
@@ -52,7 +55,15 @@ class Database:
         if self.is_sqlite:
             self.engine = _sqlite_engine(self.url, parsed.database)
         elif parsed.get_backend_name() == "postgresql":
-            self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+            self.engine = create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                # A process paused inside a transaction (SIGSTOP) must not hold the
+                # lease lock for ever: the server ends such a session after 10 s.
+                connect_args={"options": "-c idle_in_transaction_session_timeout=10000"},
+            )
         else:
             raise ConfigError(
                 f"unsupported database {parsed.get_backend_name()!r}: use SQLite or PostgreSQL"
@@ -73,14 +84,20 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
-    def write(self, *, lease_lock: bool = False) -> Iterator[Connection]:
-        """A write transaction; with ``lease_lock``, serialised with every lease decision."""
+    def write(self, *, lease_lock: bool = False, claim_lock: bool = False) -> Iterator[Connection]:
+        """A write transaction; with ``lease_lock``, serialised with every lease
+        decision; with ``claim_lock``, with every claim of new batches."""
         self._after_fork()
         with _translate(self.shown_url), self.engine.connect() as conn:
             conn = conn.execution_options(**{_WRITE: True})
             with conn.begin():
-                if lease_lock and not self.is_sqlite:
-                    conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LEASE_LOCK_ID})
+                if not self.is_sqlite:
+                    for wanted, lock_id in (
+                        (claim_lock, CLAIM_LOCK_ID),
+                        (lease_lock, LEASE_LOCK_ID),
+                    ):
+                        if wanted:
+                            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
                 yield conn
 
     def now(self, conn: Connection) -> dt.datetime:

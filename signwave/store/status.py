@@ -11,6 +11,7 @@ from signwave.store.engine import Database
 from signwave.store.schema import batches, keys, records
 
 RATE_WINDOW_S = 10.0
+FAILED_SHOWN = 10
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -32,6 +33,8 @@ class Status:
     keys: int
     keys_leased: int
     signatures_per_second: float
+    failed_batches: list[tuple[int, str | None]] = dataclasses.field(default_factory=list)
+    """(batch id, reason) of the first failed batches."""
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -95,6 +98,15 @@ def read_status(db: Database) -> Status:
                 )
             ).scalar_one()
         )
+        failed = [
+            (int(i), e)
+            for i, e in conn.execute(
+                select(batches.c.id, batches.c.error)
+                .where(batches.c.status == "failed")
+                .order_by(batches.c.id)
+                .limit(FAILED_SHOWN)
+            ).all()
+        ]
     counts = {status: int(n) for status, n, _ in rows}
     records_by = {status: int(t) for status, _, t in rows}
     return Status(
@@ -106,4 +118,5 @@ def read_status(db: Database) -> Status:
         keys=key_count,
         keys_leased=leased,
         signatures_per_second=recent / RATE_WINDOW_S,
+        failed_batches=failed,
     )

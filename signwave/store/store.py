@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from signwave.errors import LeaseLost, RunInProgress
 from signwave.ids import BatchId, HolderId, KeyId, LeaseToken, RecordId
+from signwave.keycrypt import PLAINTEXT, KeyCipher
 from signwave.signing import ALGORITHM, KeyMaterial
 from signwave.store.engine import Database
 from signwave.store.schema import batches, key_leases, keys, records, signatures
@@ -54,8 +55,9 @@ class Grant:
 
 
 class Store:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, cipher: KeyCipher = PLAINTEXT) -> None:
         self.db = db
+        self.cipher = cipher
 
     # -- seeding -------------------------------------------------------------
 
@@ -70,7 +72,9 @@ class Store:
 
     def add_keys(self, materials: Sequence[KeyMaterial]) -> tuple[list[KeyId], list[str]]:
         """Insert keys not yet present; return (new ids, fingerprints already present)."""
-        with self.db.write() as conn:
+        # Under the lease lock: a key's created_at must not precede a grant that
+        # could not see it yet, or verify's LRU replay (G4) would blame that grant.
+        with self.db.write(lease_lock=True) as conn:
             now = self.db.now(conn)
             present = set(
                 conn.execute(
@@ -92,7 +96,7 @@ class Store:
                         algorithm=ALGORITHM,
                         bits=m.bits,
                         public_key_pem=m.public_key_pem.decode(),
-                        private_key_pem=m.private_key_pem.decode(),
+                        private_key_pem=self.cipher.seal(m.private_key_pem),
                         fingerprint=m.fingerprint,
                         created_at=now,
                     )
@@ -167,7 +171,7 @@ class Store:
         """Claim unbatched records into at most as many new batches as keep
         ``limit`` batches in flight (backpressure); return the new batch ids."""
         claimed: list[BatchId] = []
-        with self.db.write() as conn:
+        with self.db.write(claim_lock=True) as conn:
             usable_keys = conn.execute(select(func.count()).select_from(keys)).scalar_one()
             wanted = min(limit, usable_keys) - _count_in_flight(conn)
             if wanted <= 0:
@@ -329,7 +333,7 @@ class Store:
             row = conn.execute(
                 select(keys.c.fingerprint, keys.c.private_key_pem).where(keys.c.id == key_id)
             ).one()
-        return row[0], row[1].encode()
+        return row[0], self.cipher.open(row[1], key_id=key_id)
 
     def commit_signatures(
         self, lease: Lease, holder: HolderId, sigs: Sequence[tuple[RecordId, bytes]]

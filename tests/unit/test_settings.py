@@ -130,6 +130,22 @@ def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch)
     assert Settings.from_env({}).batch_size == 1000
 
 
+def test_repr_hides_passwords_and_secrets() -> None:
+    s = Settings(
+        database_url="postgresql://u:db-s3cret@h/sw",
+        redis_url="redis://:redis-s3cret@h:6379/0",
+        broker_url="redis://:broker-s3cret@h:6379/1",
+        batch_size=12,
+        flower_basic_auth="admin:flower-s3cret",
+    )
+
+    shown = repr(s)
+
+    assert "s3cret" not in shown
+    assert "postgresql://u:***@h/sw" in shown
+    assert "batch_size=12" in shown
+
+
 def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -140,7 +156,10 @@ class TestRedactUrl:
     @pytest.mark.parametrize(
         ("url", "shown"),
         [
-            ("postgresql://user:s3cret@db.example:5432/sw", "postgresql://user:***@db.example:5432/sw"),
+            (
+                "postgresql://user:s3cret@db.example:5432/sw",
+                "postgresql://user:***@db.example:5432/sw",
+            ),
             ("redis://:s3cret@localhost:6379/0", "redis://:***@localhost:6379/0"),
             ("redis://u:s3cret@[::1]:6379/0", "redis://u:***@[::1]:6379/0"),
             ("postgresql://u:p@ss@h/db?sslmode=require", "postgresql://u:***@h/db?sslmode=require"),
