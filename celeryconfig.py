@@ -32,9 +32,10 @@ task_routes = {"signwave.sign": {"queue": "signing"}}
 # Acknowledge after the task ran, and put the message back if its worker
 # process died: a batch is never dropped because a worker was killed.
 task_acks_late = True
-# A task that cannot be acknowledged after a broker connection loss is stopped
-# (it will be redelivered); its lease expires and emit re-opens the batch.
-worker_cancel_long_running_tasks_on_connection_loss = True
+# After a broker connection loss, a running batch finishes and commits under
+# its lease (its acknowledgement is lost and the redelivered message is a
+# no-op), rather than being stopped and its work thrown away.
+worker_cancel_long_running_tasks_on_connection_loss = False
 task_reject_on_worker_lost = True
 # One message at a time per process: a batch waits in the queue, where any
 # free worker can take it, not in the buffer of a busy one.

@@ -34,9 +34,12 @@ from signwave.store.engine import Database
 from signwave.store.status import count_records, read_progress
 from signwave.verify import run_verify
 
-POLL_S = 0.5
+POLL_S = 0.25
 PR_SET_PDEATHSIG = 1
 STOP_TIMEOUT_S = 20.0
+# With every batch settled, a worker still shutting down after this is killed:
+# it has nothing left to lose, and Celery's own shutdown takes seconds.
+SETTLED_STOP_TIMEOUT_S = 0.5
 
 
 def _die_with_parent() -> None:
@@ -50,6 +53,7 @@ class Child:
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name = name
         self.log = log
+        self._terminated = False
         with log.open("ab") as out:
             # A session of its own: Ctrl-C reaches us, and we stop the children in order.
             self.proc = subprocess.Popen(
@@ -64,12 +68,19 @@ class Child:
     def exited(self) -> int | None:
         return self.proc.poll()
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def terminate(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Ask once for a shutdown: SIGTERM is Celery's warm one (running tasks
+        finish), SIGQUIT its cold one."""
+        if self.proc.poll() is None and not self._terminated:
+            self._terminated = True
             with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
+                self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if self.proc.poll() is None:
+            self.terminate()
             try:
-                self.proc.wait(STOP_TIMEOUT_S)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
@@ -168,8 +179,14 @@ class Runner:
             )
             raise
         finally:
+            # Beat first, so that it sends nothing more; then all the rest at once.
+            # Once every batch is settled nothing is left to finish: a cold
+            # shutdown is as safe as a warm one, and seconds faster.
+            sig = signal.SIGTERM if failed else signal.SIGQUIT
             for child in reversed(children):
-                child.stop()
+                child.terminate(sig)
+            for child in reversed(children):
+                child.stop(STOP_TIMEOUT_S if failed else SETTLED_STOP_TIMEOUT_S)
             if not failed:
                 shutil.rmtree(workdir, ignore_errors=True)
 

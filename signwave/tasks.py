@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery.signals import worker_ready
 from sqlalchemy.exc import OperationalError
 
 from signwave.celery import app
@@ -58,3 +59,9 @@ def sign(batch_id: int, key_id: int, token: int) -> str:
         # A key was just freed: top up the pipeline without waiting for beat.
         _dispatch(p.emit(reap=False))
     return outcome
+
+
+@worker_ready.connect
+def _emit_when_ready(**_: Any) -> None:
+    # A worker that joins starts work at once instead of at beat's next tick.
+    emit.delay()
