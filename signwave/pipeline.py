@@ -58,10 +58,11 @@ class Pipeline:
         ``reap=False`` is the cheap top-up after a signed batch: expired leases
         are left to the scheduled emit (and to every lease grant)."""
         reopened = self.store.reap_expired() if reap else []
-        claimed = self.store.claim_batches(
-            batch_size=self.settings.batch_size, limit=self.settings.in_flight_limit
+        claimed, dispatch = self.store.claim_and_dispatch(
+            batch_size=self.settings.batch_size,
+            limit=self.settings.in_flight_limit,
+            older_than=self.settings.redispatch_seconds,
         )
-        dispatch = self.store.batches_to_dispatch(older_than=self.settings.redispatch_seconds)
         if claimed or reopened:
             logger.info(
                 "emit: %d batches claimed, %d re-opened, %d to dispatch",

@@ -57,7 +57,8 @@ class Database:
         elif parsed.get_backend_name() == "postgresql":
             self.engine = create_engine(
                 self.url,
-                pool_pre_ping=True,
+                # No pre-ping: it costs a round trip per transaction, and a
+                # connection lost with a restart fails the task, which retries.
                 pool_size=2,
                 max_overflow=4,
                 # A process paused inside a transaction (SIGSTOP) must not hold the

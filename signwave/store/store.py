@@ -170,60 +170,77 @@ class Store:
     def claim_batches(self, *, batch_size: int, limit: int) -> list[BatchId]:
         """Claim unbatched records into at most as many new batches as keep
         ``limit`` batches in flight (backpressure); return the new batch ids."""
-        claimed: list[BatchId] = []
         with self.db.write(claim_lock=True) as conn:
-            usable_keys = conn.execute(select(func.count()).select_from(keys)).scalar_one()
-            wanted = min(limit, usable_keys) - _count_in_flight(conn)
-            if wanted <= 0:
-                return claimed
-            now = self.db.now(conn)
-            for _ in range(wanted):
-                batch_id = conn.execute(
-                    insert(batches)
-                    .values(
-                        status="pending",
-                        size=batch_size,
-                        record_count=0,
-                        created_at=now,
-                    )
-                    .returning(batches.c.id)
-                ).scalar_one()
-                unbatched = (
-                    select(records.c.id)
-                    .where(records.c.batch_id.is_(None))
-                    .order_by(records.c.id)
-                    .limit(batch_size)
-                    .with_for_update(skip_locked=True)
-                )
-                n = conn.execute(
-                    update(records).where(records.c.id.in_(unbatched)).values(batch_id=batch_id)
-                ).rowcount
-                if n == 0:
-                    conn.execute(delete(batches).where(batches.c.id == batch_id))
-                    break
-                conn.execute(update(batches).where(batches.c.id == batch_id).values(record_count=n))
-                claimed.append(BatchId(batch_id))
-        return claimed
+            return self._claim(conn, self.db.now(conn), batch_size, limit, dispatched=False)
 
     def batches_to_dispatch(self, *, older_than: float, limit: int = 1000) -> list[BatchId]:
         """Pending batches never dispatched or dispatched longer ago than
         ``older_than`` seconds (their message may be lost); marks them dispatched."""
         with self.db.write() as conn:
+            return self._due(conn, self.db.now(conn), older_than, limit)
+
+    def claim_and_dispatch(
+        self, *, batch_size: int, limit: int, older_than: float
+    ) -> tuple[list[BatchId], list[BatchId]]:
+        """`claim_batches` and `batches_to_dispatch` in one transaction:
+        (new batches, every batch whose ingest must be sent now)."""
+        with self.db.write(claim_lock=True) as conn:
             now = self.db.now(conn)
-            cutoff = now - dt.timedelta(seconds=older_than)
-            ids = list(
-                conn.execute(
-                    select(batches.c.id)
-                    .where(
-                        batches.c.status == "pending",
-                        (batches.c.dispatched_at.is_(None)) | (batches.c.dispatched_at < cutoff),
-                    )
-                    .order_by(batches.c.id)
-                    .limit(limit)
-                ).scalars()
+            claimed = self._claim(conn, now, batch_size, limit, dispatched=True)
+            return claimed, claimed + self._due(conn, now, older_than, 1000)
+
+    def _claim(
+        self, conn: Connection, now: dt.datetime, batch_size: int, limit: int, *, dispatched: bool
+    ) -> list[BatchId]:
+        claimed: list[BatchId] = []
+        usable_keys = conn.execute(select(func.count()).select_from(keys)).scalar_one()
+        wanted = min(limit, usable_keys) - _count_in_flight(conn)
+        for _ in range(wanted):
+            batch_id = conn.execute(
+                insert(batches)
+                .values(
+                    status="pending",
+                    size=batch_size,
+                    record_count=0,
+                    created_at=now,
+                    dispatched_at=now if dispatched else None,
+                )
+                .returning(batches.c.id)
+            ).scalar_one()
+            unbatched = (
+                select(records.c.id)
+                .where(records.c.batch_id.is_(None))
+                .order_by(records.c.id)
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
             )
-            if ids:
-                conn.execute(update(batches).where(batches.c.id.in_(ids)).values(dispatched_at=now))
+            n = conn.execute(
+                update(records).where(records.c.id.in_(unbatched)).values(batch_id=batch_id)
+            ).rowcount
+            if n == 0:
+                conn.execute(delete(batches).where(batches.c.id == batch_id))
+                break
+            conn.execute(update(batches).where(batches.c.id == batch_id).values(record_count=n))
+            claimed.append(BatchId(batch_id))
+        return claimed
+
+    def _due(
+        self, conn: Connection, now: dt.datetime, older_than: float, limit: int
+    ) -> list[BatchId]:
+        cutoff = now - dt.timedelta(seconds=older_than)
+        ids = list(
+            conn.execute(
+                select(batches.c.id)
+                .where(
+                    batches.c.status == "pending",
+                    (batches.c.dispatched_at.is_(None)) | (batches.c.dispatched_at < cutoff),
+                )
+                .order_by(batches.c.id)
+                .limit(limit)
+            ).scalars()
+        )
+        if ids:
+            conn.execute(update(batches).where(batches.c.id.in_(ids)).values(dispatched_at=now))
         return [BatchId(i) for i in ids]
 
     # -- ingest --------------------------------------------------------------
