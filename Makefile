@@ -18,8 +18,9 @@ lint:
 typecheck:
 	$(BIN)/mypy --strict signwave
 
+# Tests mostly wait on subprocesses and services: three at a time fill two cores.
 test:
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3
 
 # make soak SOAK_ARGS="--soak-db postgresql --soak-minutes 5"
 soak:
