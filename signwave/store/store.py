@@ -11,27 +11,22 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Sequence
 
-import psycopg
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from signwave.errors import LeaseLost, RunInProgress
 from signwave.ids import BatchId, HolderId, KeyId, LeaseToken, RecordId
 from signwave.keycrypt import PLAINTEXT, KeyCipher
 from signwave.signing import ALGORITHM, KeyMaterial
+from signwave.store import bulk, claims
 from signwave.store.engine import Database
 from signwave.store.schema import batches, key_leases, keys, records, signatures
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 SIGNATURE_COLUMNS = ("record_id", "key_id", "batch_id", "lease_token", "signature", "signed_at")
-
-IN_FLIGHT = ("pending", "leased")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -65,8 +60,8 @@ class Store:
         """Insert payloads in one transaction (all or nothing); return how many."""
         count = 0
         with self.db.write() as conn:
-            for group in batched(payloads, chunk):
-                self._insert_rows(conn, records, ("payload",), [(p,) for p in group])
+            for group in bulk.batched(payloads, chunk):
+                bulk.insert_rows(self.db, conn, records, ("payload",), [(p,) for p in group])
                 count += len(group)
         return count
 
@@ -112,7 +107,9 @@ class Store:
     def refuse_if_running(self) -> None:
         with self.db.read() as conn:
             n = conn.execute(
-                select(func.count()).select_from(batches).where(batches.c.status.in_(IN_FLIGHT))
+                select(func.count())
+                .select_from(batches)
+                .where(batches.c.status.in_(claims.IN_FLIGHT))
             ).scalar_one()
         if n:
             raise RunInProgress(
@@ -163,21 +160,17 @@ class Store:
             )
         return reopened
 
-    def in_flight(self) -> int:
-        with self.db.read() as conn:
-            return _count_in_flight(conn)
-
     def claim_batches(self, *, batch_size: int, limit: int) -> list[BatchId]:
         """Claim unbatched records into at most as many new batches as keep
         ``limit`` batches in flight (backpressure); return the new batch ids."""
         with self.db.write(claim_lock=True) as conn:
-            return self._claim(conn, self.db.now(conn), batch_size, limit, dispatched=False)
+            return claims.claim(conn, self.db.now(conn), batch_size, limit, dispatched=False)
 
     def batches_to_dispatch(self, *, older_than: float, limit: int = 1000) -> list[BatchId]:
         """Pending batches never dispatched or dispatched longer ago than
         ``older_than`` seconds (their message may be lost); marks them dispatched."""
         with self.db.write() as conn:
-            return self._due(conn, self.db.now(conn), older_than, limit)
+            return claims.due(conn, self.db.now(conn), older_than, limit)
 
     def claim_and_dispatch(
         self, *, batch_size: int, limit: int, older_than: float
@@ -186,62 +179,8 @@ class Store:
         (new batches, every batch whose ingest must be sent now)."""
         with self.db.write(claim_lock=True) as conn:
             now = self.db.now(conn)
-            claimed = self._claim(conn, now, batch_size, limit, dispatched=True)
-            return claimed, claimed + self._due(conn, now, older_than, 1000)
-
-    def _claim(
-        self, conn: Connection, now: dt.datetime, batch_size: int, limit: int, *, dispatched: bool
-    ) -> list[BatchId]:
-        claimed: list[BatchId] = []
-        usable_keys = conn.execute(select(func.count()).select_from(keys)).scalar_one()
-        wanted = min(limit, usable_keys) - _count_in_flight(conn)
-        for _ in range(wanted):
-            batch_id = conn.execute(
-                insert(batches)
-                .values(
-                    status="pending",
-                    size=batch_size,
-                    record_count=0,
-                    created_at=now,
-                    dispatched_at=now if dispatched else None,
-                )
-                .returning(batches.c.id)
-            ).scalar_one()
-            unbatched = (
-                select(records.c.id)
-                .where(records.c.batch_id.is_(None))
-                .order_by(records.c.id)
-                .limit(batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            n = conn.execute(
-                update(records).where(records.c.id.in_(unbatched)).values(batch_id=batch_id)
-            ).rowcount
-            if n == 0:
-                conn.execute(delete(batches).where(batches.c.id == batch_id))
-                break
-            conn.execute(update(batches).where(batches.c.id == batch_id).values(record_count=n))
-            claimed.append(BatchId(batch_id))
-        return claimed
-
-    def _due(
-        self, conn: Connection, now: dt.datetime, older_than: float, limit: int
-    ) -> list[BatchId]:
-        cutoff = now - dt.timedelta(seconds=older_than)
-        ids = list(
-            conn.execute(
-                select(batches.c.id)
-                .where(
-                    batches.c.status == "pending",
-                    (batches.c.dispatched_at.is_(None)) | (batches.c.dispatched_at < cutoff),
-                )
-                .order_by(batches.c.id)
-                .limit(limit)
-            ).scalars()
-        )
-        if ids:
-            conn.execute(update(batches).where(batches.c.id.in_(ids)).values(dispatched_at=now))
-        return [BatchId(i) for i in ids]
+            claimed = claims.claim(conn, now, batch_size, limit, dispatched=True)
+            return claimed, claimed + claims.due(conn, now, older_than, 1000)
 
     # -- ingest --------------------------------------------------------------
 
@@ -387,7 +326,7 @@ class Store:
             if not done:
                 raise LeaseLost(f"batch {lease.batch_id} is not leased to key {lease.key_id}")
             rows = ((rid, lease.key_id, lease.batch_id, lease.token, sig, now) for rid, sig in sigs)
-            self._insert_rows(conn, signatures, SIGNATURE_COLUMNS, rows)
+            bulk.insert_rows(self.db, conn, signatures, SIGNATURE_COLUMNS, rows)
             _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
 
     def record_failure(
@@ -433,49 +372,6 @@ class Store:
                 )
             )
             return status
-
-    def _insert_rows(
-        self,
-        conn: Connection,
-        table: Table,
-        columns: Sequence[str],
-        rows: Iterable[Sequence[object]],
-    ) -> None:
-        """Bulk insert: COPY on PostgreSQL (an order of magnitude faster than
-        INSERT for a batch), executemany on SQLite."""
-        if self.db.is_sqlite:
-            for group in batched(rows, 5_000):
-                conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in group])
-            return
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, psycopg.Connection)
-        statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
-        with raw.cursor() as cursor, cursor.copy(statement) as copy:
-            for row in rows:
-                copy.write_row(row)
-
-    # -- reading -------------------------------------------------------------
-
-    def iter_rows(self, statement: object, *, chunk: int = 5_000) -> Iterator[tuple[object, ...]]:
-        """Stream a query's rows without holding them all in memory."""
-        with self.db.read() as conn:
-            result = conn.execution_options(yield_per=chunk).execute(statement)  # type: ignore[call-overload]
-            for row in result:
-                yield tuple(row)
-
-
-def batched(items: Iterable[T], n: int) -> Iterator[tuple[T, ...]]:
-    it = iter(items)
-    while group := tuple(islice(it, n)):
-        yield group
-
-
-def _count_in_flight(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(batches).where(batches.c.status.in_(IN_FLIGHT))
-        ).scalar_one()
-    )
 
 
 def _free_key(*, last_used_at: dt.datetime) -> dict[str, object]:
