@@ -85,6 +85,10 @@ class Child:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Pool processes of a worker that died (or was killed) are left in its
+        # process group, which is the child's own session.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
     def tail(self, lines: int = 15) -> str:
         try:

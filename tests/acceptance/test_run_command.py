@@ -89,3 +89,46 @@ def _signed(db: Database) -> int:
         return read_progress(db).signed
     except Exception:  # the schema may not exist yet
         return 0
+
+
+def test_a_crashed_worker_stops_run_with_a_clear_message(database_url: str, redis_url: str) -> None:
+    settings = Settings(database_url=database_url, redis_url=redis_url, lease_ttl=15)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "signwave",
+            "run",
+            "--workers",
+            "1",
+            "--batch-size",
+            "100",
+            "--records",
+            "20000",
+            "--keys",
+            "2",
+        ],
+        env=child_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    db = Database(database_url)
+    try:
+        wait_until(lambda: _signed(db) > 0, timeout=120, what="signing to start")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        (worker,) = [c for c in psutil.Process(proc.pid).children() if "worker" in c.cmdline()]
+        # When the celery worker dies under run's feet
+        worker.kill()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Then run stops the other children and says which one died
+    assert proc.returncode == 1, err
+    assert "signwave: error: celery worker exited with code -9" in err
+    assert "Traceback" not in err
+    time.sleep(0.5)
+    assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
+    db.dispose()
