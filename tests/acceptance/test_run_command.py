@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import psutil
 
@@ -41,23 +43,13 @@ def test_run_without_redis_and_without_redis_server_says_what_to_do(database_url
     assert "Traceback" not in result.stderr
 
 
-def test_interrupting_run_stops_every_child(database_url: str, redis_url: str) -> None:
+@contextlib.contextmanager
+def signing_run(database_url: str, redis_url: str) -> Iterator[subprocess.Popen[str]]:
+    """A long `signwave run`, yielded once it has signed its first batch."""
     settings = Settings(database_url=database_url, redis_url=redis_url, lease_ttl=15)
+    argv = ["run", "--workers", "1", "--batch-size", "100", "--records", "20000", "--keys", "2"]
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signwave",
-            "run",
-            "--workers",
-            "1",
-            "--batch-size",
-            "100",
-            "--records",
-            "20000",
-            "--keys",
-            "2",
-        ],
+        [sys.executable, "-m", "signwave", *argv],
         env=child_env(settings),
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -67,21 +59,11 @@ def test_interrupting_run_stops_every_child(database_url: str, redis_url: str) -
     db = Database(database_url)
     try:
         wait_until(lambda: _signed(db) > 0, timeout=120, what="signing to start")
-        children = psutil.Process(proc.pid).children(recursive=True)
-        assert any("worker" in " ".join(c.cmdline()) for c in children)
-        # When the user presses Ctrl-C
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
-    # Then run exits 130 with a message, and no child survives it
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert "Traceback" not in err
-    time.sleep(0.5)
-    assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
-    db.dispose()
+        db.dispose()
 
 
 def _signed(db: Database) -> int:
@@ -91,44 +73,34 @@ def _signed(db: Database) -> int:
         return 0
 
 
+def _survivors(children: list[psutil.Process]) -> list[int]:
+    time.sleep(0.5)
+    return [c.pid for c in children if c.is_running() and c.status() != "zombie"]
+
+
+def test_interrupting_run_stops_every_child(database_url: str, redis_url: str) -> None:
+    with signing_run(database_url, redis_url) as proc:
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert any("worker" in " ".join(c.cmdline()) for c in children)
+        # When the user presses Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    # Then run exits 130 with a message, and no child survives it
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert "Traceback" not in err
+    assert _survivors(children) == []
+
+
 def test_a_crashed_worker_stops_run_with_a_clear_message(database_url: str, redis_url: str) -> None:
-    settings = Settings(database_url=database_url, redis_url=redis_url, lease_ttl=15)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "signwave",
-            "run",
-            "--workers",
-            "1",
-            "--batch-size",
-            "100",
-            "--records",
-            "20000",
-            "--keys",
-            "2",
-        ],
-        env=child_env(settings),
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    db = Database(database_url)
-    try:
-        wait_until(lambda: _signed(db) > 0, timeout=120, what="signing to start")
+    with signing_run(database_url, redis_url) as proc:
         children = psutil.Process(proc.pid).children(recursive=True)
         (worker,) = [c for c in psutil.Process(proc.pid).children() if "worker" in c.cmdline()]
         # When the celery worker dies under run's feet
         worker.kill()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     # Then run stops the other children and says which one died
     assert proc.returncode == 1, err
     assert "signwave: error: celery worker exited with code -9" in err
     assert "Traceback" not in err
-    time.sleep(0.5)
-    assert [c.pid for c in children if c.is_running() and c.status() != "zombie"] == []
-    db.dispose()
+    assert _survivors(children) == []
