@@ -27,4 +27,4 @@ soak:
 	$(BIN)/pytest tests/chaos -m soak --soak -p no:randomly $(SOAK_ARGS)
 
 bench:
-	$(BIN)/python bench/throughput.py
+	$(BIN)/python -m bench.throughput

@@ -90,6 +90,14 @@ def seed_in_process(url: str, records: int, keys: int) -> None:
     db.dispose()
 
 
+def cpu_jiffies() -> tuple[int, int, int]:
+    """(total, idle + iowait, steal) jiffies of all CPUs since boot, from /proc/stat."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal
+    fields = (fields + [0] * 8)[:8]
+    return sum(fields), fields[3] + fields[4], fields[7]
+
+
 def rss_kib(pid: int) -> int:
     """Peak resident set (VmHWM) of a process and its children, in KiB."""
     total = 0
@@ -153,6 +161,7 @@ def run_workers(
         )
         db = Database(settings.database_url)
         peak = 0
+        cpu_before = cpu_jiffies()
         try:
             deadline = time.monotonic() + timeout
             while read_progress(db).signed < records:
@@ -161,6 +170,7 @@ def run_workers(
                 peak = max(peak, rss_kib(worker.pid))
                 time.sleep(0.5)
             peak = max(peak, rss_kib(worker.pid))
+            cpu_after = cpu_jiffies()
         finally:
             for proc in (beat, worker):
                 proc.terminate()
@@ -184,4 +194,12 @@ def run_workers(
     start = parse(first, db.engine.dialect)
     end = parse(last, db.engine.dialect)
     assert start is not None and end is not None
-    return {"seconds": (end - start).total_seconds(), "worker_peak_rss_kib": float(peak)}
+    total = max(1, cpu_after[0] - cpu_before[0])
+    return {
+        "seconds": (end - start).total_seconds(),
+        "worker_peak_rss_kib": float(peak),
+        # Shares of all CPU time while the run went on: idle time is lost
+        # throughput; steal is time the hypervisor gave to other machines.
+        "cpu_idle": (cpu_after[1] - cpu_before[1]) / total,
+        "cpu_steal": (cpu_after[2] - cpu_before[2]) / total,
+    }

@@ -1,7 +1,7 @@
 """Per-record pipeline overhead as the table grows: 100,000 against 1,000,000 records.
 
-    python bench/cost_curve.py                      # SQLite
-    python bench/cost_curve.py --database-url postgresql+psycopg://postgres@127.0.0.1/postgres
+    python -m bench.cost_curve                      # SQLite
+    python -m bench.cost_curve --database-url postgresql+psycopg://postgres@127.0.0.1/postgres
 
 For each size: seed (timed, through the CLI), run real workers to the end,
 and report the end-to-end time per record minus the raw signing time per
@@ -50,7 +50,8 @@ def main() -> None:
             f"{size:>9,} records: raw {raw:,.0f}/s, seed {seeded:6.1f} s, "
             f"run {result['seconds']:7.1f} s, "
             f"{size / result['seconds']:,.0f} records/s, overhead {overhead * 1e6:6.1f} µs/record, "
-            f"worker peak RSS {result['worker_peak_rss_kib'] / 1024:.0f} MiB"
+            f"worker peak RSS {result['worker_peak_rss_kib'] / 1024:.0f} MiB, "
+            f"CPU idle {result['cpu_idle']:.1%}, steal {result['cpu_steal']:.1%}"
         )
     if len(overheads) >= 2 and overheads[0] > 0:
         print(f"overhead ratio largest / smallest: {overheads[-1] / overheads[0]:.2f}")

@@ -21,6 +21,7 @@ from signwave.keycache import KeyCache
 from signwave.leasing import Clock, Deadline, SystemClock
 from signwave.lock import KeyLock
 from signwave.settings import Settings
+from signwave.store.claims import TopUp
 from signwave.store.store import Lease, Store
 
 logger = logging.getLogger(__name__)
@@ -58,11 +59,7 @@ class Pipeline:
         ``reap=False`` is the cheap top-up after a signed batch: expired leases
         are left to the scheduled emit (and to every lease grant)."""
         reopened = self.store.reap_expired() if reap else []
-        claimed, dispatch = self.store.claim_and_dispatch(
-            batch_size=self.settings.batch_size,
-            limit=self.settings.in_flight_limit,
-            older_than=self.settings.redispatch_seconds,
-        )
+        claimed, dispatch = self.store.claim_and_dispatch(self.top_up)
         if claimed or reopened:
             logger.info(
                 "emit: %d batches claimed, %d re-opened, %d to dispatch",
@@ -110,28 +107,48 @@ class Pipeline:
         this lease), "lost" (the lease ended before the commit; nothing stored)
         or the batch's status after a failure ("pending" or "failed").
         """
+        return self._sign(lease, top_up=None)[0]
+
+    def sign_and_top_up(self, lease: Lease) -> tuple[str, list[BatchId]]:
+        """`sign`, and claim what the freed key makes room for: in the commit's
+        own transaction when the batch is signed, by a cheap emit (no reaping)
+        when it failed. Returns the outcome and the batches to dispatch."""
+        outcome, dispatch = self._sign(lease, top_up=self.top_up)
+        if outcome in ("pending", "failed"):
+            dispatch = self.emit(reap=False).dispatch
+        return outcome, dispatch
+
+    @property
+    def top_up(self) -> TopUp:
+        return TopUp(
+            batch_size=self.settings.batch_size,
+            limit=self.settings.in_flight_limit,
+            older_than=self.settings.redispatch_seconds,
+        )
+
+    def _sign(self, lease: Lease, *, top_up: TopUp | None) -> tuple[str, list[BatchId]]:
         ttl = self.settings.lease_ttl
         holder = HolderId(secrets.token_hex(16))
         asked_at = self.clock.monotonic()
-        if not self.store.start_signing(lease, holder, ttl=ttl):
+        payloads = self.store.start_signing(lease, holder, ttl=ttl)
+        if payloads is None:
             logger.info(
                 "batch %s: lease %s not startable (duplicate delivery or expired)",
                 lease.batch_id,
                 lease.token,
                 extra={"action": "sign_skipped", "batch_id": lease.batch_id},
             )
-            return "skipped"
+            return "skipped", []
         deadline = Deadline(granted_at=asked_at, ttl=ttl)
         try:
             if not self.lock.handover(lease.key_id, lease.lock_owner, holder, ttl):
                 raise LeaseLost(f"the Redis lock of key {lease.key_id} has another owner")
             try:
                 key = self.keys.get(lease.key_id)
-                payloads = self.store.batch_payloads(lease.batch_id)
             except (OperationalError, DatabaseUnavailable):
                 raise
             except Exception as exc:
-                return self._fail(lease, holder, exc)
+                return self._fail(lease, holder, exc), []
             logger.info(
                 "batch %s: signing %d records with key %s under lease %s",
                 lease.batch_id,
@@ -151,8 +168,8 @@ class Pipeline:
             except Exception as exc:
                 # A key that parses but cannot sign fails on every attempt: count it
                 # towards max_attempts instead of letting the lease expire and retrying forever.
-                return self._fail(lease, holder, exc)
-            self._commit(lease, holder, sigs)
+                return self._fail(lease, holder, exc), []
+            dispatch = self._commit(lease, holder, sigs, top_up)
         except LeaseLost as exc:
             logger.warning(
                 "batch %s: %s",
@@ -160,7 +177,7 @@ class Pipeline:
                 exc.message,
                 extra={"action": "lease_lost", "batch_id": lease.batch_id},
             )
-            return "lost"
+            return "lost", []
         finally:
             self._release_lock(lease, holder)
         logger.info(
@@ -170,9 +187,15 @@ class Pipeline:
             len(sigs),
             extra={"action": "signed", "batch_id": lease.batch_id, "key_id": lease.key_id},
         )
-        return "signed"
+        return "signed", dispatch
 
-    def _commit(self, lease: Lease, holder: HolderId, sigs: list[tuple[RecordId, bytes]]) -> None:
+    def _commit(
+        self,
+        lease: Lease,
+        holder: HolderId,
+        sigs: list[tuple[RecordId, bytes]],
+        top_up: TopUp | None,
+    ) -> list[BatchId]:
         """Commit, retrying through a database outage for as long as a lease
         lives: a retried task could not take the lease over (it is held by this
         execution), so giving up here would cost a whole lease TTL."""
@@ -180,8 +203,7 @@ class Pipeline:
         delay = 0.2
         while True:
             try:
-                self.store.commit_signatures(lease, holder, sigs)
-                return
+                return self.store.commit_signatures(lease, holder, sigs, top_up=top_up)
             except (OperationalError, DatabaseUnavailable):
                 if self.clock.monotonic() + delay > give_up_at:
                     raise

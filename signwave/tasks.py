@@ -51,13 +51,12 @@ def ingest(self: Any, batch_id: int) -> None:
 
 @app.task(name="signwave.sign", **RETRY)
 def sign(batch_id: int, key_id: int, token: int) -> str:
-    p = pipeline()
-    outcome = p.sign(
+    # A key freed by this batch is filled at once, without waiting for beat.
+    outcome, dispatch = pipeline().sign_and_top_up(
         Lease(batch_id=BatchId(batch_id), key_id=KeyId(key_id), token=LeaseToken(token))
     )
-    if outcome in ("signed", "pending", "failed"):
-        # A key was just freed: top up the pipeline without waiting for beat.
-        _dispatch(p.emit(reap=False))
+    for next_batch in dispatch:
+        ingest.delay(next_batch)
     return outcome
 
 

@@ -85,21 +85,38 @@ class Database:
             yield conn
 
     @contextlib.contextmanager
-    def write(self, *, lease_lock: bool = False, claim_lock: bool = False) -> Iterator[Connection]:
-        """A write transaction; with ``lease_lock``, serialised with every lease
-        decision; with ``claim_lock``, with every claim of new batches."""
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite, holding the write lock from its start)."""
         self._after_fork()
         with _translate(self.shown_url), self.engine.connect() as conn:
             conn = conn.execution_options(**{_WRITE: True})
             with conn.begin():
-                if not self.is_sqlite:
-                    for wanted, lock_id in (
-                        (claim_lock, CLAIM_LOCK_ID),
-                        (lease_lock, LEASE_LOCK_ID),
-                    ):
-                        if wanted:
-                            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
                 yield conn
+
+    @contextlib.contextmanager
+    def locked(
+        self, *, lease_lock: bool = False, claim_lock: bool = False
+    ) -> Iterator[tuple[Connection, dt.datetime]]:
+        """A write transaction and the database clock read once it holds its
+        locks: with ``lease_lock``, serialised with every lease decision; with
+        ``claim_lock``, with every claim of new batches. On PostgreSQL the
+        locks and the clock take one round trip."""
+        with self.write() as conn:
+            ids = [
+                i
+                for wanted, i in ((claim_lock, CLAIM_LOCK_ID), (lease_lock, LEASE_LOCK_ID))
+                if wanted
+            ]
+            if self.is_sqlite or not ids:
+                yield conn, self.now(conn)
+                return
+            # A sub-select with volatile calls is not flattened: the clock is
+            # read after the locks are granted, whatever the planner does.
+            held = ", ".join(f"pg_advisory_xact_lock({i})" for i in ids)
+            value = conn.execute(
+                text(f"SELECT clock_timestamp() FROM (SELECT {held}) AS held")
+            ).scalar_one()
+            yield conn, value.astimezone(dt.UTC)
 
     def now(self, conn: Connection) -> dt.datetime:
         """The database's clock (on SQLite, the clock of this machine, which holds the file)."""
@@ -108,6 +125,15 @@ class Database:
         value = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
         assert isinstance(value, dt.datetime)
         return value.astimezone(dt.UTC)
+
+    def analyze(self, table: str) -> None:
+        """Refresh PostgreSQL's statistics of ``table`` after a bulk load:
+        with a fresh table's estimates the planner would sort every unbatched
+        record for each claim, until autovacuum comes by."""
+        if self.is_sqlite:
+            return
+        with self.write() as conn:
+            conn.execute(text(f'ANALYZE "{table}"'))
 
     def dispose(self) -> None:
         self.engine.dispose()

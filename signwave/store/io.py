@@ -93,6 +93,7 @@ def import_records(
         if chunk:
             conn.execute(insert(records), chunk)
             count += len(chunk)
+    db.analyze(records.name)
     return count
 
 
@@ -181,7 +182,7 @@ def reseal_private_keys(
     a worker that loads a key mid-rotation would hold the wrong encryption key.
     """
     count = 0
-    with db.write(lease_lock=True) as conn:
+    with db.locked(lease_lock=True) as (conn, _):
         _refuse_if_running(conn)
         last = -1
         while True:

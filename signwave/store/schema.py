@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -107,6 +108,13 @@ records = Table(
     Column("batch_id", Id, ForeignKey("batches.id")),
     # Serves both "unbatched records in id order" and "records of batch N".
     Index("ix_records_batch_id_id", "batch_id", "id"),
+    # Unbatched ids in order: a claim reads as many entries as it takes.
+    Index(
+        "ix_records_unbatched",
+        "id",
+        postgresql_where=text("batch_id IS NULL"),
+        sqlite_where=text("batch_id IS NULL"),
+    ),
 )
 
 signatures = Table(

@@ -19,12 +19,16 @@ from signwave.errors import LeaseLost, RunInProgress
 from signwave.ids import BatchId, HolderId, KeyId, LeaseToken, RecordId
 from signwave.keycrypt import PLAINTEXT, KeyCipher
 from signwave.signing import ALGORITHM, KeyMaterial
-from signwave.store import bulk, claims
+from signwave.store import bulk, claims, hot
+from signwave.store.claims import TopUp
 from signwave.store.engine import Database
-from signwave.store.schema import batches, key_leases, keys, records, signatures
+from signwave.store.schema import batches, keys, records, signatures
 
 logger = logging.getLogger(__name__)
 
+
+Payloads = list[tuple[RecordId, bytes]]
+"""A batch's records, (id, payload), in id order."""
 
 SIGNATURE_COLUMNS = ("record_id", "key_id", "batch_id", "lease_token", "signature", "signed_at")
 
@@ -63,14 +67,14 @@ class Store:
             for group in bulk.batched(payloads, chunk):
                 bulk.insert_rows(self.db, conn, records, ("payload",), [(p,) for p in group])
                 count += len(group)
+        self.db.analyze(records.name)
         return count
 
     def add_keys(self, materials: Sequence[KeyMaterial]) -> tuple[list[KeyId], list[str]]:
         """Insert keys not yet present; return (new ids, fingerprints already present)."""
         # Under the lease lock: a key's created_at must not precede a grant that
         # could not see it yet, or verify's LRU replay (G4) would blame that grant.
-        with self.db.write(lease_lock=True) as conn:
-            now = self.db.now(conn)
+        with self.db.locked(lease_lock=True) as (conn, now):
             present = set(
                 conn.execute(
                     select(keys.c.fingerprint).where(
@@ -121,15 +125,11 @@ class Store:
 
     def reap_expired(self) -> list[BatchId]:
         """Close expired leases, free their keys and re-open their batches."""
-        with self.db.write(lease_lock=True) as conn:
-            return self._reap(conn, self.db.now(conn))
+        with self.db.locked(lease_lock=True) as (conn, now):
+            return self._reap(conn, now)
 
     def _reap(self, conn: Connection, now: dt.datetime) -> list[BatchId]:
-        expired = conn.execute(
-            select(
-                keys.c.id, keys.c.lease_token, keys.c.lease_batch_id, keys.c.lease_expires_at
-            ).where(keys.c.lease_token.is_not(None), keys.c.lease_expires_at <= now)
-        ).all()
+        expired = conn.execute(hot.EXPIRED_LEASES, {"p_now": now}).all()
         reopened: list[BatchId] = []
         for key_id, token, batch_id, expires_at in expired:
             # The lease ended when it expired, not when we noticed: that is the
@@ -163,24 +163,20 @@ class Store:
     def claim_batches(self, *, batch_size: int, limit: int) -> list[BatchId]:
         """Claim unbatched records into at most as many new batches as keep
         ``limit`` batches in flight (backpressure); return the new batch ids."""
-        with self.db.write(claim_lock=True) as conn:
-            return claims.claim(conn, self.db.now(conn), batch_size, limit, dispatched=False)
+        with self.db.locked(claim_lock=True) as (conn, now):
+            return claims.claim(conn, now, batch_size, limit, dispatched=False)
 
     def batches_to_dispatch(self, *, older_than: float, limit: int = 1000) -> list[BatchId]:
         """Pending batches never dispatched or dispatched longer ago than
         ``older_than`` seconds (their message may be lost); marks them dispatched."""
-        with self.db.write() as conn:
-            return claims.due(conn, self.db.now(conn), older_than, limit)
+        with self.db.locked() as (conn, now):
+            return claims.due(conn, now, older_than, limit)
 
-    def claim_and_dispatch(
-        self, *, batch_size: int, limit: int, older_than: float
-    ) -> tuple[list[BatchId], list[BatchId]]:
+    def claim_and_dispatch(self, top_up: TopUp) -> tuple[list[BatchId], list[BatchId]]:
         """`claim_batches` and `batches_to_dispatch` in one transaction:
         (new batches, every batch whose ingest must be sent now)."""
-        with self.db.write(claim_lock=True) as conn:
-            now = self.db.now(conn)
-            claimed = claims.claim(conn, now, batch_size, limit, dispatched=True)
-            return claimed, claimed + claims.due(conn, now, older_than, 1000)
+        with self.db.locked(claim_lock=True) as (conn, now):
+            return claims.top_up(conn, now, top_up)
 
     # -- ingest --------------------------------------------------------------
 
@@ -190,98 +186,69 @@ class Store:
         ``lock`` takes the Redis lock before the lease commits; if it raises,
         nothing is leased.
         """
-        with self.db.write(lease_lock=True) as conn:
-            now = self.db.now(conn)
+        with self.db.locked(lease_lock=True) as (conn, now):
             self._reap(conn, now)
-            status = conn.execute(
-                select(batches.c.status).where(batches.c.id == batch_id)
-            ).scalar_one_or_none()
-            if status != "pending":
-                return Grant(lease=None, reason="not-pending")
-            row = conn.execute(
-                select(keys.c.id, keys.c.lease_counter)
-                .where(keys.c.lease_token.is_(None))
-                .order_by(keys.c.last_used_at.asc().nulls_first(), keys.c.id)
-                .limit(1)
-            ).first()
+            row = conn.execute(hot.LRU_FREE_KEY).first()
             if row is None:
-                return Grant(lease=None, reason="no-key")
+                status = conn.execute(hot.BATCH_STATUS, {"p_batch": batch_id}).scalar_one_or_none()
+                return Grant(lease=None, reason="no-key" if status == "pending" else "not-pending")
             key_id, counter = KeyId(row[0]), row[1]
             lease = Lease(batch_id=batch_id, key_id=key_id, token=LeaseToken(counter + 1))
-            expires_at = now + dt.timedelta(seconds=ttl)
-            conn.execute(
-                update(keys)
-                .where(keys.c.id == key_id, keys.c.lease_token.is_(None))
-                .values(
-                    lease_counter=lease.token,
-                    lease_token=lease.token,
-                    lease_batch_id=batch_id,
-                    lease_holder=None,
-                    lease_expires_at=expires_at,
-                )
-            )
-            conn.execute(
-                insert(key_leases).values(
-                    key_id=key_id,
-                    batch_id=batch_id,
-                    token=lease.token,
-                    acquired_at=now,
-                    expires_at=expires_at,
-                )
-            )
-            conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(status="leased", key_id=key_id, lease_token=lease.token)
-            )
+            params = {
+                "p_batch": batch_id,
+                "p_key": key_id,
+                "p_token": lease.token,
+                "p_now": now,
+                "p_expires": now + dt.timedelta(seconds=ttl),
+            }
+            if not conn.execute(hot.TAKE_BATCH, params).rowcount:
+                return Grant(lease=None, reason="not-pending")
+            conn.execute(hot.LEASE_KEY, params)
+            conn.execute(hot.OPEN_LEASE, params)
             lock(lease)
         return Grant(lease=lease, reason="leased")
 
     # -- sign ----------------------------------------------------------------
 
-    def start_signing(self, lease: Lease, holder: HolderId, *, ttl: float) -> bool:
-        """Make ``holder`` the one execution that signs under ``lease``, and
-        renew it. False if the lease is gone, expired or already being used."""
-        with self.db.write(lease_lock=True) as conn:
-            return self._extend(conn, lease, holder, ttl, first=True)
+    def start_signing(self, lease: Lease, holder: HolderId, *, ttl: float) -> Payloads | None:
+        """Make ``holder`` the one execution that signs under ``lease``, renew
+        it, and return the batch's records to sign. None if the lease is gone,
+        expired or already being used."""
+        with self.db.locked(lease_lock=True) as (conn, now):
+            if not self._extend(conn, now, lease, holder, ttl, first=True):
+                return None
+            return _payloads(conn, lease.batch_id)
 
     def renew(self, lease: Lease, holder: HolderId, *, ttl: float) -> bool:
-        with self.db.write(lease_lock=True) as conn:
-            return self._extend(conn, lease, holder, ttl, first=False)
+        with self.db.locked(lease_lock=True) as (conn, now):
+            return self._extend(conn, now, lease, holder, ttl, first=False)
 
     def _extend(
-        self, conn: Connection, lease: Lease, holder: HolderId, ttl: float, *, first: bool
+        self,
+        conn: Connection,
+        now: dt.datetime,
+        lease: Lease,
+        holder: HolderId,
+        ttl: float,
+        *,
+        first: bool,
     ) -> bool:
-        now = self.db.now(conn)
-        expires_at = now + dt.timedelta(seconds=ttl)
-        holder_clause = keys.c.lease_holder.is_(None) if first else keys.c.lease_holder == holder
-        done = conn.execute(
-            update(keys)
-            .where(
-                keys.c.id == lease.key_id,
-                keys.c.lease_token == lease.token,
-                keys.c.lease_batch_id == lease.batch_id,
-                keys.c.lease_expires_at > now,
-                holder_clause,
-            )
-            .values(lease_holder=holder, lease_expires_at=expires_at)
-        ).rowcount
-        if done:
-            conn.execute(
-                update(key_leases)
-                .where(key_leases.c.key_id == lease.key_id, key_leases.c.token == lease.token)
-                .values(expires_at=expires_at)
-            )
-        return bool(done)
+        params = {
+            "p_key": lease.key_id,
+            "p_token": lease.token,
+            "p_batch": lease.batch_id,
+            "p_holder": holder,
+            "p_now": now,
+            "p_expires": now + dt.timedelta(seconds=ttl),
+        }
+        if not conn.execute(hot.START_KEY if first else hot.RENEW_KEY, params).rowcount:
+            return False
+        conn.execute(hot.EXTEND_LEASE, params)
+        return True
 
-    def batch_payloads(self, batch_id: BatchId) -> list[tuple[RecordId, bytes]]:
+    def batch_payloads(self, batch_id: BatchId) -> Payloads:
         with self.db.read() as conn:
-            rows = conn.execute(
-                select(records.c.id, records.c.payload)
-                .where(records.c.batch_id == batch_id)
-                .order_by(records.c.id)
-            ).all()
-        return [(RecordId(r[0]), bytes(r[1])) for r in rows]
+            return _payloads(conn, batch_id)
 
     def private_key(self, key_id: KeyId) -> tuple[str, bytes]:
         """(fingerprint, private PEM) of a key."""
@@ -292,42 +259,37 @@ class Store:
         return row[0], self.cipher.open(row[1], key_id=key_id)
 
     def commit_signatures(
-        self, lease: Lease, holder: HolderId, sigs: Sequence[tuple[RecordId, bytes]]
-    ) -> None:
+        self,
+        lease: Lease,
+        holder: HolderId,
+        sigs: Sequence[tuple[RecordId, bytes]],
+        *,
+        top_up: TopUp | None = None,
+    ) -> list[BatchId]:
         """Store a batch's signatures in one transaction, accepted only if
-        ``lease`` is still current and held by ``holder`` (G1, G2); release it."""
-        with self.db.write(lease_lock=True) as conn:
-            now = self.db.now(conn)
-            released = conn.execute(
-                update(keys)
-                .where(
-                    keys.c.id == lease.key_id,
-                    keys.c.lease_token == lease.token,
-                    keys.c.lease_holder == holder,
-                    keys.c.lease_expires_at > now,
-                )
-                .values({**_free_key(last_used_at=now), "use_count": keys.c.use_count + 1})
-            ).rowcount
-            if not released:
+        ``lease`` is still current and held by ``holder`` (G1, G2); release it.
+
+        With ``top_up``, the same transaction claims what the freed key makes
+        room for (see `claims.top_up`) and returns the batches to dispatch."""
+        with self.db.locked(lease_lock=True, claim_lock=top_up is not None) as (conn, now):
+            params = {
+                "p_key": lease.key_id,
+                "p_token": lease.token,
+                "p_batch": lease.batch_id,
+                "p_holder": holder,
+                "p_now": now,
+            }
+            if not conn.execute(hot.RELEASE_SIGNED_KEY, params).rowcount:
                 raise LeaseLost(
                     f"lease {lease.token} of key {lease.key_id} for batch {lease.batch_id} "
                     "is no longer held: nothing stored"
                 )
-            done = conn.execute(
-                update(batches)
-                .where(
-                    batches.c.id == lease.batch_id,
-                    batches.c.status == "leased",
-                    batches.c.lease_token == lease.token,
-                    batches.c.key_id == lease.key_id,
-                )
-                .values(status="signed", signed_at=now, error=None)
-            ).rowcount
-            if not done:
+            if not conn.execute(hot.BATCH_SIGNED, params).rowcount:
                 raise LeaseLost(f"batch {lease.batch_id} is not leased to key {lease.key_id}")
             rows = ((rid, lease.key_id, lease.batch_id, lease.token, sig, now) for rid, sig in sigs)
             bulk.insert_rows(self.db, conn, signatures, SIGNATURE_COLUMNS, rows)
             _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
+            return [] if top_up is None else claims.top_up(conn, now, top_up)[1]
 
     def record_failure(
         self, lease: Lease, holder: HolderId | None, error: str, *, max_failures: int
@@ -335,8 +297,7 @@ class Store:
         """Release ``lease`` after a failed attempt; the batch goes back to
         pending, or to failed after ``max_failures``. Returns the batch's new
         status, or None if the lease was not ours any more."""
-        with self.db.write(lease_lock=True) as conn:
-            now = self.db.now(conn)
+        with self.db.locked(lease_lock=True) as (conn, now):
             holder_clause = (
                 keys.c.lease_holder.is_(None) if holder is None else keys.c.lease_holder == holder
             )
@@ -374,6 +335,11 @@ class Store:
             return status
 
 
+def _payloads(conn: Connection, batch_id: BatchId) -> Payloads:
+    rows = conn.execute(hot.PAYLOADS, {"p_batch": batch_id}).all()
+    return [(RecordId(r[0]), bytes(r[1])) for r in rows]
+
+
 def _free_key(*, last_used_at: dt.datetime) -> dict[str, object]:
     return {
         "lease_token": None,
@@ -393,11 +359,6 @@ def _close_lease(
     error: str | None,
 ) -> None:
     conn.execute(
-        update(key_leases)
-        .where(
-            key_leases.c.key_id == key_id,
-            key_leases.c.token == token,
-            key_leases.c.released_at.is_(None),
-        )
-        .values(released_at=at, outcome=outcome, error=error)
+        hot.CLOSE_LEASE,
+        {"p_key": key_id, "p_token": token, "p_now": at, "p_outcome": outcome, "p_error": error},
     )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 
+import pytest
+from sqlalchemy import text
+
 from signwave.signing import KeyMaterial
 from signwave.store import Database, Store
 from tests.conftest import seed
@@ -98,3 +101,54 @@ def test_concurrent_emits_respect_the_in_flight_limit(db: Database, store: Store
         assert sum(len(r) for r in results) <= limit
         assert in_flight(db) == limit
     assert batch_membership_errors(db, 5) == []
+
+
+def test_records_committed_out_of_id_order_are_still_claimed(db: Database, store: Store) -> None:
+    # Given records 1-10 and 100-105, all claimed in batches of 5
+    store.add_keys(fake_keys(10))
+    with db.write() as conn:
+        for record_id in [*range(1, 11), *range(100, 106)]:
+            conn.execute(
+                text("INSERT INTO records (id, payload) VALUES (:i, :p)"),
+                {"i": record_id, "p": b"x%d" % record_id},
+            )
+    claimed = store.claim_batches(batch_size=5, limit=10)
+    assert len(claimed) == 4
+    # When a record below the highest claimed id appears later (an import that
+    # committed after one holding higher ids)
+    with db.write() as conn:
+        conn.execute(text("INSERT INTO records (id, payload) VALUES (50, :p)"), {"p": b"late"})
+    # Then the next claim still takes it
+    [late] = store.claim_batches(batch_size=5, limit=10)
+    assert rows(db, "SELECT id FROM records WHERE batch_id = :b", b=late) == [(50,)]
+    assert scalar(db, "SELECT COUNT(*) FROM records WHERE batch_id IS NULL") == 0
+
+
+def test_a_claim_fills_past_the_newest_batch_then_below_it(db: Database, store: Store) -> None:
+    # Given records 1-5 and 20-24 claimed into two batches, both signed
+    store.add_keys(fake_keys(10))
+    insert = text("INSERT INTO records (id, payload) VALUES (:i, :p)")
+    with db.write() as conn:
+        for record_id in [*range(1, 6), *range(20, 25)]:
+            conn.execute(insert, {"i": record_id, "p": b"x%d" % record_id})
+    assert len(store.claim_batches(batch_size=5, limit=2)) == 2
+    # And then a straggler below the newest batch, and two records after it
+    with db.write() as conn:
+        conn.exec_driver_sql("UPDATE batches SET status = 'signed'")
+        for record_id in (10, 30, 31):
+            conn.execute(insert, {"i": record_id, "p": b"late"})
+    # When one batch of 5 is claimed
+    [batch] = store.claim_batches(batch_size=5, limit=1)
+    # Then it holds all three, and says so
+    members = rows(db, "SELECT id FROM records WHERE batch_id = :b ORDER BY id", b=batch)
+    assert [m[0] for m in members] == [10, 30, 31]
+    assert scalar(db, "SELECT record_count FROM batches WHERE id = :b", b=batch) == 3
+
+
+def test_postgresql_knows_the_size_of_a_seeded_table(db: Database, store: Store) -> None:
+    # A fresh table's statistics say "empty": the planner then sorts every
+    # unbatched record for each claim. Seeding refreshes them.
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's planner statistics")
+    seed(store, [], records=2_000, keys=0)
+    assert scalar(db, "SELECT reltuples FROM pg_class WHERE relname = 'records'") == 2_000

@@ -304,13 +304,18 @@ def test_only_one_execution_may_start_a_lease(
         ]
     )
 
-    assert started.count(True) == 1
+    # One start succeeds, and hands over the batch's records to sign
+    winners = [i for i, payloads in enumerate(started) if payloads is not None]
+    assert len(winners) == 1
+    assert [record_id for record_id, _ in started[winners[0]]] == [
+        r[0] for r in rows(db, "SELECT id FROM records WHERE batch_id = :b ORDER BY id", b=batch_id)
+    ]
     holder = scalar(db, "SELECT lease_holder FROM keys")
-    assert holder == f"h{started.index(True)}"
+    assert holder == f"h{winners[0]}"
     # The same holder starting again (a duplicate delivery) is refused as well.
-    assert not store.start_signing(lease, HolderId(holder), ttl=10.0)
+    assert store.start_signing(lease, HolderId(holder), ttl=10.0) is None
     other = Lease(batch_id=batch_id, key_id=lease.key_id, token=LeaseToken(lease.token + 1))
-    assert not store.start_signing(other, HolderId("x"), ttl=10.0)
+    assert store.start_signing(other, HolderId("x"), ttl=10.0) is None
 
 
 def test_duplicate_sign_delivery_is_skipped(

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from signwave import signing
 from signwave.errors import NoKeyAvailable
-from signwave.ids import KeyId
+from signwave.ids import BatchId, KeyId
 from signwave.keycache import KeyCache
 from signwave.lock import RedisKeyLock
 from signwave.pipeline import Pipeline
@@ -338,3 +338,34 @@ def test_ingest_without_a_free_key_is_retryable(
 
     assert scalar(db, "SELECT status FROM batches WHERE id = :b", b=second) == "pending"
     assert scalar(db, "SELECT COUNT(*) FROM key_leases") == 1
+
+
+def test_a_signed_batch_claims_the_room_it_frees_in_its_own_commit(
+    db: Database,
+    store: Store,
+    key_lock: RedisKeyLock,
+    settings: Settings,
+    key_pool: list[KeyMaterial],
+) -> None:
+    # Given 12 records, batches of 5 and one batch allowed in flight
+    seed(store, key_pool, records=12, keys=3)
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    [first] = pipeline.emit().claimed
+    statuses = "SELECT id, status, record_count, dispatched_at IS NOT NULL FROM batches ORDER BY id"
+    batches_seen: list[int] = [first]
+    # When each batch is signed with a top-up
+    for expected_next in (5, 2, None):
+        lease = pipeline.ingest(BatchId(batches_seen[-1]))
+        assert lease is not None
+        outcome, dispatch = pipeline.sign_and_top_up(lease)
+        assert outcome == "signed"
+        # Then the next batch is claimed at once, within the limit, marked dispatched
+        if expected_next is None:
+            assert dispatch == []
+            break
+        [following] = dispatch
+        assert rows(db, statuses)[-1] == (following, "pending", expected_next, True)
+        batches_seen.append(following)
+    assert [r[1] for r in rows(db, statuses)] == ["signed"] * 3
+    assert scalar(db, "SELECT COUNT(*) FROM signatures") == 12
+    assert run_verify(db).ok
