@@ -14,10 +14,13 @@ if broker_url.startswith("rediss://"):
     # certificate; check it, unless the URL's ssl_cert_reqs says otherwise.
     broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 broker_connection_retry_on_startup = True
-# A message unacknowledged this long is delivered again; tasks are idempotent
-# and lost work is recovered by emit, so this only bounds how long a message
-# of a dead worker stays invisible.
-broker_transport_options = {"visibility_timeout": 300}
+# No acknowledgement bookkeeping in Redis (for the Redis broker): it costs the
+# worker four Redis commands and a good share of its CPU per message, and buys
+# nothing here. A message lost with a killed worker is a batch that stays
+# pending or leased, and emit sends it again once its dispatch or lease is
+# older than SIGNWAVE_REDISPATCH_AFTER / SIGNWAVE_LEASE_TTL, as it does after
+# Redis loses its data. A warm shutdown still puts unstarted messages back.
+broker_transport_options = {"ack_emulation": False}
 
 # Each queue with its own exchange and routing key: a message reaches one queue only.
 task_queues = (

@@ -176,7 +176,8 @@ def _fill(*, after_claimed: bool) -> Update:
 # the records after it are unbatched: reading them from the primary key costs
 # what it takes. (The unbatched-records index also holds, until vacuum, an
 # entry for every record claimed since: scanning it from the start costs more
-# as a run goes on.)
+# as a run goes on.) Read first, and passed as a value: the planner then
+# knows how few rows lie past it.
 LAST_CLAIMED = select(func.max(records.c.id)).where(
     records.c.batch_id == select(func.max(batches.c.id)).scalar_subquery()
 )

@@ -269,8 +269,8 @@ class Store:
         """Store a batch's signatures in one transaction, accepted only if
         ``lease`` is still current and held by ``holder`` (G1, G2); release it.
 
-        With ``top_up``, the same transaction claims what the freed key makes
-        room for (see `claims.top_up`) and returns the batches to dispatch."""
+        With ``top_up``, the same transaction claims the batches the freed key
+        makes room for, and returns them: their ingest must be sent."""
         with self.db.locked(lease_lock=True, claim_lock=top_up is not None) as (conn, now):
             params = {
                 "p_key": lease.key_id,
@@ -289,7 +289,10 @@ class Store:
             rows = ((rid, lease.key_id, lease.batch_id, lease.token, sig, now) for rid, sig in sigs)
             bulk.insert_rows(self.db, conn, signatures, SIGNATURE_COLUMNS, rows)
             _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
-            return [] if top_up is None else claims.top_up(conn, now, top_up)[1]
+            if top_up is None:
+                return []
+            # Only new batches: re-opened and stale ones are beat's (emit's) to send.
+            return claims.claim(conn, now, top_up.batch_size, top_up.limit, dispatched=True)
 
     def record_failure(
         self, lease: Lease, holder: HolderId | None, error: str, *, max_failures: int
