@@ -7,11 +7,33 @@ and reused, so a batch pays for execution only.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, Update, bindparam, func, insert, select, update
 
 from signwave.store.schema import batches, key_leases, keys, records
 
 IN_FLIGHT = ("pending", "leased")
+
+
+def free_key(last_used_at: Any) -> dict[str, Any]:
+    """The key columns of a released lease: ``last_used_at`` is when it ended
+    (a value, or a bind parameter in a prebuilt statement)."""
+    return {
+        "lease_token": None,
+        "lease_batch_id": None,
+        "lease_holder": None,
+        "lease_expires_at": None,
+        "last_used_at": last_used_at,
+    }
+
+
+# The key's lease ``p_token`` is still its current one and has not expired at ``p_now``.
+LEASE_IS_CURRENT = (
+    keys.c.id == bindparam("p_key"),
+    keys.c.lease_token == bindparam("p_token"),
+    keys.c.lease_expires_at > bindparam("p_now"),
+)
 
 # -- grant -----------------------------------------------------------------------
 
@@ -60,13 +82,7 @@ OPEN_LEASE = insert(key_leases).values(
 def _extend_key(holder_matches: ColumnElement[bool]) -> Update:
     return (
         update(keys)
-        .where(
-            keys.c.id == bindparam("p_key"),
-            keys.c.lease_token == bindparam("p_token"),
-            keys.c.lease_batch_id == bindparam("p_batch"),
-            keys.c.lease_expires_at > bindparam("p_now"),
-            holder_matches,
-        )
+        .where(*LEASE_IS_CURRENT, keys.c.lease_batch_id == bindparam("p_batch"), holder_matches)
         .values(lease_holder=bindparam("p_holder"), lease_expires_at=bindparam("p_expires"))
     )
 
@@ -90,20 +106,8 @@ PAYLOADS = (
 
 RELEASE_SIGNED_KEY = (
     update(keys)
-    .where(
-        keys.c.id == bindparam("p_key"),
-        keys.c.lease_token == bindparam("p_token"),
-        keys.c.lease_holder == bindparam("p_holder"),
-        keys.c.lease_expires_at > bindparam("p_now"),
-    )
-    .values(
-        lease_token=None,
-        lease_batch_id=None,
-        lease_holder=None,
-        lease_expires_at=None,
-        last_used_at=bindparam("p_now"),
-        use_count=keys.c.use_count + 1,
-    )
+    .where(*LEASE_IS_CURRENT, keys.c.lease_holder == bindparam("p_holder"))
+    .values(**free_key(bindparam("p_now")), use_count=keys.c.use_count + 1)
 )
 
 BATCH_SIGNED = (

@@ -106,7 +106,7 @@ records = Table(
     Column("id", Id, primary_key=True),
     Column("payload", LargeBinary, nullable=False),
     Column("batch_id", Id, ForeignKey("batches.id")),
-    # Serves both "unbatched records in id order" and "records of batch N".
+    # The records of batch N, in id order.
     Index("ix_records_batch_id_id", "batch_id", "id"),
     # Unbatched ids in order: a claim reads as many entries as it takes.
     Index(

@@ -137,7 +137,7 @@ class Store:
             conn.execute(
                 update(keys)
                 .where(keys.c.id == key_id, keys.c.lease_token == token)
-                .values(_free_key(last_used_at=expires_at))
+                .values(hot.free_key(expires_at))
             )
             _close_lease(conn, KeyId(key_id), LeaseToken(token), expires_at, "expired", None)
             done = conn.execute(
@@ -166,15 +166,10 @@ class Store:
         with self.db.locked(claim_lock=True) as (conn, now):
             return claims.claim(conn, now, batch_size, limit, dispatched=False)
 
-    def batches_to_dispatch(self, *, older_than: float, limit: int = 1000) -> list[BatchId]:
-        """Pending batches never dispatched or dispatched longer ago than
-        ``older_than`` seconds (their message may be lost); marks them dispatched."""
-        with self.db.locked() as (conn, now):
-            return claims.due(conn, now, older_than, limit)
-
     def claim_and_dispatch(self, top_up: TopUp) -> tuple[list[BatchId], list[BatchId]]:
-        """`claim_batches` and `batches_to_dispatch` in one transaction:
-        (new batches, every batch whose ingest must be sent now)."""
+        """`claim_batches`, then the pending batches whose ingest was never sent
+        or was sent longer than ``top_up.older_than`` ago (its message may be lost), in
+        one transaction: (new batches, every batch whose ingest must be sent now)."""
         with self.db.locked(claim_lock=True) as (conn, now):
             return claims.top_up(conn, now, top_up)
 
@@ -194,13 +189,7 @@ class Store:
                 return Grant(lease=None, reason="no-key" if status == "pending" else "not-pending")
             key_id, counter = KeyId(row[0]), row[1]
             lease = Lease(batch_id=batch_id, key_id=key_id, token=LeaseToken(counter + 1))
-            params = {
-                "p_batch": batch_id,
-                "p_key": key_id,
-                "p_token": lease.token,
-                "p_now": now,
-                "p_expires": now + dt.timedelta(seconds=ttl),
-            }
+            params = _lease_params(lease, now, p_expires=now + dt.timedelta(seconds=ttl))
             if not conn.execute(hot.TAKE_BATCH, params).rowcount:
                 return Grant(lease=None, reason="not-pending")
             conn.execute(hot.LEASE_KEY, params)
@@ -233,14 +222,9 @@ class Store:
         *,
         first: bool,
     ) -> bool:
-        params = {
-            "p_key": lease.key_id,
-            "p_token": lease.token,
-            "p_batch": lease.batch_id,
-            "p_holder": holder,
-            "p_now": now,
-            "p_expires": now + dt.timedelta(seconds=ttl),
-        }
+        params = _lease_params(
+            lease, now, p_holder=holder, p_expires=now + dt.timedelta(seconds=ttl)
+        )
         if not conn.execute(hot.START_KEY if first else hot.RENEW_KEY, params).rowcount:
             return False
         conn.execute(hot.EXTEND_LEASE, params)
@@ -272,13 +256,7 @@ class Store:
         With ``top_up``, the same transaction claims the batches the freed key
         makes room for, and returns them: their ingest must be sent."""
         with self.db.locked(lease_lock=True, claim_lock=top_up is not None) as (conn, now):
-            params = {
-                "p_key": lease.key_id,
-                "p_token": lease.token,
-                "p_batch": lease.batch_id,
-                "p_holder": holder,
-                "p_now": now,
-            }
+            params = _lease_params(lease, now, p_holder=holder)
             if not conn.execute(hot.RELEASE_SIGNED_KEY, params).rowcount:
                 raise LeaseLost(
                     f"lease {lease.token} of key {lease.key_id} for batch {lease.batch_id} "
@@ -312,7 +290,7 @@ class Store:
                     keys.c.lease_expires_at > now,
                     holder_clause,
                 )
-                .values(_free_key(last_used_at=now))
+                .values(hot.free_key(now))
             ).rowcount
             if not released:
                 return None
@@ -343,13 +321,14 @@ def _payloads(conn: Connection, batch_id: BatchId) -> Payloads:
     return [(RecordId(r[0]), bytes(r[1])) for r in rows]
 
 
-def _free_key(*, last_used_at: dt.datetime) -> dict[str, object]:
+def _lease_params(lease: Lease, now: dt.datetime, **more: object) -> dict[str, object]:
+    """The bind parameters of `hot`'s statements about ``lease`` at ``now``."""
     return {
-        "lease_token": None,
-        "lease_batch_id": None,
-        "lease_holder": None,
-        "lease_expires_at": None,
-        "last_used_at": last_used_at,
+        "p_key": lease.key_id,
+        "p_token": lease.token,
+        "p_batch": lease.batch_id,
+        "p_now": now,
+        **more,
     }
 
 
