@@ -5,6 +5,7 @@ import ssl
 from kombu import Exchange, Queue
 
 from signwave.runtime import settings as _settings
+from signwave.settings import signing_processes
 
 _s = _settings()
 
@@ -40,6 +41,9 @@ task_acks_late = True
 # no-op), rather than being stopped and its work thrown away.
 worker_cancel_long_running_tasks_on_connection_loss = False
 task_reject_on_worker_lost = True
+# One process more than the CPUs: while one waits on a round trip, the cores
+# keep signing. `--concurrency` overrides it.
+worker_concurrency = signing_processes()
 # One message at a time per process: a batch waits in the queue, where any
 # free worker can take it, not in the buffer of a busy one.
 worker_prefetch_multiplier = 1

@@ -13,10 +13,9 @@ asserts nothing about time.
 from __future__ import annotations
 
 import argparse
-import os
 
 from bench.common import fresh_database, raw_sign_rate, run_workers, seed
-from signwave.settings import Settings
+from signwave.settings import Settings, signing_processes
 
 
 def main() -> None:
@@ -24,7 +23,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=signing_processes())
     parser.add_argument("--database-url", default=None)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()

@@ -18,7 +18,7 @@ import platform
 import statistics
 
 from bench.common import fresh_database, raw_sign_rate, run_workers, seed
-from signwave.settings import Settings
+from signwave.settings import Settings, signing_processes
 
 RAW_COUNT = 20_000
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--keys", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=int, default=signing_processes())
     parser.add_argument("--repeat", type=int, default=1, help="runs, each on a fresh database")
     parser.add_argument(
         "--database-url",

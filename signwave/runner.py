@@ -29,7 +29,7 @@ from signwave.cli import output
 from signwave.errors import RedisUnavailable, SignwaveError
 from signwave.lock import ping_redis
 from signwave.redact import redact_url
-from signwave.settings import Settings
+from signwave.settings import Settings, signing_processes
 from signwave.store.engine import Database
 from signwave.store.status import count_records, read_progress
 from signwave.verify import run_verify
@@ -101,7 +101,7 @@ class Runner:
     def __init__(self, settings: Settings, db: Database, *, workers: int | None) -> None:
         self.settings = settings
         self.db = db
-        self.workers = workers or os.cpu_count() or 1
+        self.workers = workers or signing_processes()
         self.console = Console(stderr=True)
 
     def run(self) -> bool:

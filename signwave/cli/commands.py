@@ -186,7 +186,7 @@ def verify(app: AppContext, as_json: bool) -> None:
     type=click.IntRange(min=1, max=256),
     default=None,
     show_envvar=True,
-    show_default="the number of CPUs",
+    show_default="the number of CPUs + 1",
     help="Signing worker processes.",
 )
 @click.option(

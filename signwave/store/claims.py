@@ -34,10 +34,11 @@ def claim(
     """New batches of up to ``batch_size`` records, in record id order, while
     fewer than ``limit`` (and than the number of keys) are in flight."""
     claimed: list[BatchId] = []
-    usable_keys, in_flight = conn.execute(hot.CLAIM_ROOM).one()
+    usable_keys, in_flight, after = conn.execute(hot.CLAIM_ROOM).one()
     params = {"p_size": batch_size, "p_now": now, "p_dispatched": now if dispatched else None}
-    for _ in range(min(limit, usable_keys) - in_flight):
-        after = conn.execute(hot.LAST_CLAIMED).scalar_one_or_none()
+    for n_claimed in range(min(limit, usable_keys) - in_flight):
+        if n_claimed:
+            after = conn.execute(hot.LAST_CLAIMED).scalar_one_or_none()
         batch_id = conn.execute(hot.NEW_BATCH, params).scalar_one()
         n = _fill(conn, batch_id, batch_size, after)
         if n == 0:

@@ -37,15 +37,26 @@ LEASE_IS_CURRENT = (
 
 # -- grant -----------------------------------------------------------------------
 
+_EXPIRED = (keys.c.lease_token.is_not(None), keys.c.lease_expires_at <= bindparam("p_now"))
+
 EXPIRED_LEASES = select(
     keys.c.id, keys.c.lease_token, keys.c.lease_batch_id, keys.c.lease_expires_at
-).where(keys.c.lease_token.is_not(None), keys.c.lease_expires_at <= bindparam("p_now"))
+).where(*_EXPIRED)
 
-LRU_FREE_KEY = (
+_LRU = (
     select(keys.c.id, keys.c.lease_counter)
     .where(keys.c.lease_token.is_(None))
     .order_by(keys.c.last_used_at.asc().nulls_first(), keys.c.id)
     .limit(1)
+    .subquery()
+)
+
+# The least recently used free key, and how many leases have expired (they
+# must be reaped first: their keys may be older still). No row: no free key.
+LRU_FREE_KEY = select(
+    _LRU.c.id,
+    _LRU.c.lease_counter,
+    select(func.count()).select_from(keys).where(*_EXPIRED).scalar_subquery().label("expired"),
 )
 
 BATCH_STATUS = select(batches.c.status).where(batches.c.id == bindparam("p_batch"))
@@ -137,12 +148,24 @@ CLOSE_LEASE = (
 
 # -- claim -----------------------------------------------------------------------
 
+# Claims go in id order, so the newest batch holds the highest claimed id, and
+# the records after it are unbatched: reading them from the primary key costs
+# what it takes. (The unbatched-records index also holds, until vacuum, an
+# entry for every record claimed since: scanning it from the start costs more
+# as a run goes on.) Read first, and passed as a value: the planner then
+# knows how few rows lie past it.
+LAST_CLAIMED = select(func.max(records.c.id)).where(
+    records.c.batch_id == select(func.max(batches.c.id)).scalar_subquery()
+)
+
+# Keys, batches in flight, and the highest claimed record id, in one query.
 CLAIM_ROOM = select(
     select(func.count()).select_from(keys).scalar_subquery(),
     select(func.count())
     .select_from(batches)
     .where(batches.c.status.in_(IN_FLIGHT))
     .scalar_subquery(),
+    LAST_CLAIMED.scalar_subquery(),
 )
 
 NEW_BATCH = (
@@ -176,15 +199,6 @@ def _fill(*, after_claimed: bool) -> Update:
     )
 
 
-# Claims go in id order, so the newest batch holds the highest claimed id, and
-# the records after it are unbatched: reading them from the primary key costs
-# what it takes. (The unbatched-records index also holds, until vacuum, an
-# entry for every record claimed since: scanning it from the start costs more
-# as a run goes on.) Read first, and passed as a value: the planner then
-# knows how few rows lie past it.
-LAST_CLAIMED = select(func.max(records.c.id)).where(
-    records.c.batch_id == select(func.max(batches.c.id)).scalar_subquery()
-)
 FILL_AFTER_CLAIMED = _fill(after_claimed=True)
 # Anything below that mark left unbatched: records committed out of id order.
 FILL_ANY = _fill(after_claimed=False)

@@ -182,8 +182,10 @@ class Store:
         nothing is leased.
         """
         with self.db.locked(lease_lock=True) as (conn, now):
-            self._reap(conn, now)
-            row = conn.execute(hot.LRU_FREE_KEY).first()
+            row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
+            if row is None or row.expired:
+                self._reap(conn, now)
+                row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
             if row is None:
                 status = conn.execute(hot.BATCH_STATUS, {"p_batch": batch_id}).scalar_one_or_none()
                 return Grant(lease=None, reason="no-key" if status == "pending" else "not-pending")

@@ -189,6 +189,34 @@ def test_grant_takes_never_used_then_oldest_then_lowest_id(
     assert [grant(store, b).key_id for b in batch_ids[5:7]] == [4, 2]
 
 
+def test_grant_reaps_an_expired_lease_first_when_its_key_is_older(
+    db: Database, store: Store, key_pool: list[KeyMaterial]
+) -> None:
+    # Given key 1's lease expired (unreaped), then key 2 used after that expiry
+    seed(store, key_pool, records=9, keys=2)
+    batch_a, batch_b, batch_c = make_pending_batches(db, 3, 3)
+    stale = grant(store, batch_a, ttl=0.3)
+    assert stale.key_id == 1
+    assert store.start_signing(stale, HolderId("stalled"), ttl=0.3)
+    time.sleep(0.45)
+    used = grant(store, batch_b)
+    assert used.key_id == 2
+    assert store.start_signing(used, HolderId("h"), ttl=10.0)
+    store.commit_signatures(used, HolderId("h"), signatures_for(store, batch_b))
+
+    # When a batch needs a key while key 2 is free
+    got = grant(store, batch_c)
+
+    # Then the expired lease is closed first, and key 1, last used when it expired, wins
+    assert got.key_id == 1
+    assert rows(db, "SELECT key_id, outcome FROM key_leases ORDER BY id") == [
+        (1, "expired"),
+        (2, "signed"),
+        (1, None),
+    ]
+    assert lru_violations(audit.leases(db), audit.all_keys(db)) == []
+
+
 # -- fencing -------------------------------------------------------------------
 
 
