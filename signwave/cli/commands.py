@@ -10,11 +10,13 @@ import click
 
 from signwave import seeding
 from signwave.cli import io_commands, output
+from signwave.errors import DatabaseNotInitialised
 from signwave.keycrypt import KeyCipher
+from signwave.redact import redact_url
 from signwave.settings import MAX_BATCH_SIZE, Settings, check_batch_size
 from signwave.signing import MIN_KEY_BITS
 from signwave.store import Store, open_database
-from signwave.store.engine import Database
+from signwave.store.engine import Database, sqlite_file
 from signwave.store.io import check_key_encryption
 from signwave.store.migrate import check_ready, upgrade
 from signwave.store.status import read_status
@@ -42,7 +44,16 @@ class AppContext:
         self.settings = settings
 
     def database(self, *, ready: bool = True) -> Database:
-        db = open_database(self.settings.database_url)
+        """The configured database; with ``ready``, refuse one without the
+        current schema (a missing SQLite file is reported, not created)."""
+        url = self.settings.database_url
+        path = sqlite_file(url)
+        if ready and path is not None and not path.exists():
+            raise DatabaseNotInitialised(
+                f"there is no database at {redact_url(url)}: run `signwave db init` "
+                "(or set SIGNWAVE_DATABASE_URL)"
+            )
+        db = open_database(url)
         if ready:
             check_ready(db)
         return db

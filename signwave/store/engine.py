@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 
 from signwave.errors import ConfigError, DatabaseUnavailable
@@ -53,7 +53,7 @@ class Database:
             ) from None
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
-            self.engine = _sqlite_engine(self.url, parsed.database)
+            self.engine = _sqlite_engine(self.url, _file_of(parsed))
         elif parsed.get_backend_name() == "postgresql":
             self.engine = create_engine(
                 self.url,
@@ -169,9 +169,25 @@ def _is_connect_failure(exc: OperationalError) -> bool:
     )
 
 
-def _sqlite_engine(url: str, database: str | None) -> Engine:
-    if database and database != ":memory:" and not database.startswith("file:"):
-        _create_private_file(Path(database))
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names; None for PostgreSQL, in-memory SQLite or a bad URL."""
+    try:
+        parsed = make_url(normalise_url(url))
+    except ArgumentError:
+        return None
+    return _file_of(parsed) if parsed.get_backend_name() == "sqlite" else None
+
+
+def _file_of(parsed: URL) -> Path | None:
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _sqlite_engine(url: str, path: Path | None) -> Engine:
+    if path is not None:
+        _create_private_file(path)
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},

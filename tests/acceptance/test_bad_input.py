@@ -12,6 +12,7 @@ import pytest
 from signwave.settings import Settings
 from signwave.signing import KeyMaterial
 from signwave.store import Database, Store
+from signwave.store.engine import sqlite_file
 from tests.conftest import seed
 from tests.pemfiles import BAD, make_pem_files
 from tests.support import cli, independent_check
@@ -234,6 +235,22 @@ def test_an_unreachable_redis_is_named_without_its_password(
     "args", [["status"], ["keys", "list"], ["verify"], ["export", "signatures", "-"]]
 )
 def test_an_uninitialised_database_says_to_run_db_init(database_url: str, args: list[str]) -> None:
+    path = sqlite_file(database_url)
+    if path is not None:
+        path.touch(mode=0o600)  # an empty SQLite file: a database without the schema
+
     result = cli(Settings(database_url=database_url), *args)
 
     one_line_error(result, "no signwave schema", "run `signwave db init`")
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["keys", "list"], ["verify"], ["export", "signatures", "-"]]
+)
+def test_a_missing_sqlite_file_is_reported_not_created(tmp_path: Path, args: list[str]) -> None:
+    path = tmp_path / "mistyped.db"
+
+    result = cli(Settings(database_url=f"sqlite:///{path}"), *args)
+
+    one_line_error(result, "there is no database at", str(path), "run `signwave db init`")
+    assert not path.exists()
