@@ -1,8 +1,9 @@
-"""Bulk inserts: binary COPY on PostgreSQL, the driver's executemany on SQLite.
+"""Bulk inserts: binary COPY on PostgreSQL, a plain executemany on SQLite.
 
 Both skip SQLAlchemy's per-row parameter handling, which costs more than the
-insert itself for a batch of signatures; the columns' own bind processing
-(UTC timestamps, for one) is applied once per value, as SQLAlchemy would.
+insert itself for a batch of signatures; on SQLite the columns' own bind
+processing (UTC timestamps, for one) is applied once per value, as SQLAlchemy
+would. Errors are SQLAlchemy's, as for every other statement.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from sqlalchemy import Connection, Table
+from sqlalchemy.exc import DBAPIError
 
 from signwave.store.engine import Database
 
@@ -38,10 +40,8 @@ def insert_rows(
             f"INSERT INTO {table.name} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' for _ in columns)})"
         )
-        raw = conn.connection.driver_connection
-        assert raw is not None
         for group in batched(rows, 5_000):
-            raw.executemany(statement, [_apply(processors, row) for row in group])
+            conn.exec_driver_sql(statement, [_apply(processors, row) for row in group])
         return
     raw_pg = conn.connection.driver_connection
     assert isinstance(raw_pg, psycopg.Connection)
@@ -49,10 +49,15 @@ def insert_rows(
     # whose bytes would otherwise travel hex-encoded.
     types = [table.c[c].type.compile(dialect=conn.dialect).lower() for c in columns]
     statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
-    with raw_pg.cursor() as cursor, cursor.copy(statement) as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+    try:
+        with raw_pg.cursor() as cursor, cursor.copy(statement) as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        # As SQLAlchemy would raise it: a lost connection is then an
+        # OperationalError, which the pipeline retries like any other.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
 Processor = Callable[[Any], Any] | None
