@@ -11,7 +11,6 @@ from sqlalchemy.exc import OperationalError
 from signwave.celery import app
 from signwave.errors import DatabaseUnavailable, NoKeyAvailable, RedisUnavailable
 from signwave.ids import BatchId, KeyId, LeaseToken
-from signwave.pipeline import EmitReport
 from signwave.runtime import pipeline
 from signwave.store.store import Lease
 
@@ -27,14 +26,14 @@ RETRY = {
 }
 
 
-def _dispatch(report: EmitReport) -> None:
-    for batch_id in report.dispatch:
+def _dispatch(batch_ids: list[BatchId]) -> None:
+    for batch_id in batch_ids:
         ingest.delay(batch_id)
 
 
 @app.task(name="signwave.emit", **RETRY)
 def emit() -> None:
-    _dispatch(pipeline().emit())
+    _dispatch(pipeline().emit().dispatch)
 
 
 @app.task(name="signwave.ingest", bind=True, **RETRY)
@@ -55,8 +54,7 @@ def sign(batch_id: int, key_id: int, token: int) -> str:
     outcome, dispatch = pipeline().sign_and_top_up(
         Lease(batch_id=BatchId(batch_id), key_id=KeyId(key_id), token=LeaseToken(token))
     )
-    for next_batch in dispatch:
-        ingest.delay(next_batch)
+    _dispatch(dispatch)
     return outcome
 
 
