@@ -12,11 +12,12 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from signwave.errors import RunInProgress
 from signwave.ids import BatchId, KeyId, RecordId
 from signwave.keycrypt import PREFIX, KeyCipher
+from signwave.store import bulk
 from signwave.store.engine import Database
 from signwave.store.schema import batches, keys, records, signatures
 
@@ -81,17 +82,17 @@ def import_records(
     count = 0
     with db.write() as conn:
         _refuse_if_running(conn)
-        chunk: list[dict[str, bytes]] = []
+        chunk: list[tuple[bytes]] = []
         size = 0
         for payload in payloads:
-            chunk.append({"payload": payload})
+            chunk.append((payload,))
             size += len(payload)
             if len(chunk) >= chunk_rows or size >= chunk_bytes:
-                conn.execute(insert(records), chunk)
+                bulk.insert_rows(db, conn, records, ("payload",), chunk)
                 count += len(chunk)
                 chunk, size = [], 0
         if chunk:
-            conn.execute(insert(records), chunk)
+            bulk.insert_rows(db, conn, records, ("payload",), chunk)
             count += len(chunk)
     db.analyze(records.name)
     return count
