@@ -285,14 +285,8 @@ class Store:
                 keys.c.lease_holder.is_(None) if holder is None else keys.c.lease_holder == holder
             )
             released = conn.execute(
-                update(keys)
-                .where(
-                    keys.c.id == lease.key_id,
-                    keys.c.lease_token == lease.token,
-                    keys.c.lease_expires_at > now,
-                    holder_clause,
-                )
-                .values(hot.free_key(now))
+                update(keys).where(*hot.LEASE_IS_CURRENT, holder_clause).values(hot.free_key(now)),
+                _lease_params(lease, now),
             ).rowcount
             if not released:
                 return None
