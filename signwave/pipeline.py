@@ -10,6 +10,8 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.exc import OperationalError
@@ -22,9 +24,19 @@ from signwave.leasing import Clock, Deadline, SystemClock
 from signwave.lock import KeyLock
 from signwave.settings import Settings
 from signwave.store.claims import TopUp
-from signwave.store.store import Lease, Store
+from signwave.store.store import Committed, Follow, Lease, Started, Store
 
 logger = logging.getLogger(__name__)
+
+Send = Callable[[list[BatchId]], None]
+"""Sends the ingest of each batch named: the caller's, after the commit."""
+
+
+class _Held(NamedTuple):
+    """A started lease and this process's own deadline for it."""
+
+    started: Started
+    deadline: Deadline
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -107,16 +119,46 @@ class Pipeline:
         this lease), "lost" (the lease ended before the commit; nothing stored)
         or the batch's status after a failure ("pending" or "failed").
         """
-        return self._sign(lease, top_up=None)[0]
+        started = self._start(lease)
+        if started is None:
+            return "skipped"
+        return self._sign_started(started, handover=True, top_up=None, follow_until=None)[0]
 
-    def sign_and_top_up(self, lease: Lease) -> tuple[str, list[BatchId]]:
+    def sign_and_top_up(self, lease: Lease, send: Send, *, chain_seconds: float = 0.0) -> str:
         """`sign`, and claim what the freed key makes room for: in the commit's
         own transaction when the batch is signed, by a cheap emit (no reaping)
-        when it failed. Returns the outcome and the batches to dispatch."""
-        outcome, dispatch = self._sign(lease, top_up=self.top_up)
-        if outcome in ("pending", "failed"):
-            dispatch = self.emit(reap=False).dispatch
-        return outcome, dispatch
+        when it failed. ``send`` gets the batches whose ingest must be sent, as
+        soon as they are committed.
+
+        For ``chain_seconds``, each commit also leases the first batch it claims
+        to this execution, which signs it next: no message, no separate lease
+        and start transactions. Returns the outcome for ``lease``."""
+        started = self._start(lease)
+        if started is None:
+            return "skipped"
+        follow_until = self.clock.monotonic() + chain_seconds if chain_seconds > 0 else None
+        first: str | None = None
+        handover = True
+        links = 0
+        current: _Held | None = started
+        while current is not None:
+            outcome, dispatch, current = self._sign_started(
+                current, handover=handover, top_up=self.top_up, follow_until=follow_until
+            )
+            if outcome in ("pending", "failed"):
+                dispatch = self.emit(reap=False).dispatch
+            send(dispatch)
+            first = first or outcome
+            handover = False
+            links += 1
+        if links > 1:
+            logger.info(
+                "batch %s and %d batches after it signed in one task",
+                lease.batch_id,
+                links - 1,
+                extra={"action": "chain", "batch_id": lease.batch_id},
+            )
+        return first or "skipped"
 
     @property
     def top_up(self) -> TopUp:
@@ -126,7 +168,8 @@ class Pipeline:
             older_than=self.settings.redispatch_seconds,
         )
 
-    def _sign(self, lease: Lease, *, top_up: TopUp | None) -> tuple[str, list[BatchId]]:
+    def _start(self, lease: Lease) -> _Held | None:
+        """Become the one execution signing under ``lease``; None if it cannot."""
         ttl = self.settings.lease_ttl
         holder = HolderId(secrets.token_hex(16))
         asked_at = self.clock.monotonic()
@@ -138,17 +181,28 @@ class Pipeline:
                 lease.token,
                 extra={"action": "sign_skipped", "batch_id": lease.batch_id},
             )
-            return "skipped", []
-        deadline = Deadline(granted_at=asked_at, ttl=ttl)
+            return None
+        started = Started(lease=lease, holder=holder, payloads=payloads)
+        return _Held(started, Deadline(granted_at=asked_at, ttl=ttl))
+
+    def _sign_started(
+        self, held: _Held, *, handover: bool, top_up: TopUp | None, follow_until: float | None
+    ) -> tuple[str, list[BatchId], _Held | None]:
+        """Sign a started lease's batch and commit it; (outcome, batches to
+        dispatch, the next batch leased to this execution if the commit comes
+        before ``follow_until``)."""
+        lease, holder, payloads = held.started.lease, held.started.holder, held.started.payloads
         try:
-            if not self.lock.handover(lease.key_id, lease.lock_owner, holder, ttl):
+            if handover and not self.lock.handover(
+                lease.key_id, lease.lock_owner, holder, self.settings.lease_ttl
+            ):
                 raise LeaseLost(f"the Redis lock of key {lease.key_id} has another owner")
             try:
                 key = self.keys.get(lease.key_id)
             except (OperationalError, DatabaseUnavailable):
                 raise
             except Exception as exc:
-                return self._fail(lease, holder, exc), []
+                return self._fail(lease, holder, exc), [], None
             logger.info(
                 "batch %s: signing %d records with key %s under lease %s",
                 lease.batch_id,
@@ -162,14 +216,18 @@ class Pipeline:
                 },
             )
             try:
-                sigs = self._sign_all(lease, holder, deadline, key, payloads)
+                sigs = self._sign_all(lease, holder, held.deadline, key, payloads)
             except (LeaseLost, OperationalError, DatabaseUnavailable, RedisUnavailable):
                 raise
             except Exception as exc:
                 # A key that parses but cannot sign fails on every attempt: count it
                 # towards max_attempts instead of letting the lease expire and retrying forever.
-                return self._fail(lease, holder, exc), []
-            dispatch = self._commit(lease, holder, sigs, top_up)
+                return self._fail(lease, holder, exc), [], None
+            asked_at = self.clock.monotonic()
+            follow = None
+            if follow_until is not None and asked_at < follow_until:
+                follow = self._follow(HolderId(secrets.token_hex(16)))
+            committed = self._commit(lease, holder, sigs, top_up, follow)
         except LeaseLost as exc:
             logger.warning(
                 "batch %s: %s",
@@ -177,7 +235,7 @@ class Pipeline:
                 exc.message,
                 extra={"action": "lease_lost", "batch_id": lease.batch_id},
             )
-            return "lost", []
+            return "lost", [], None
         finally:
             self._release_lock(lease, holder)
         logger.info(
@@ -187,7 +245,23 @@ class Pipeline:
             len(sigs),
             extra={"action": "signed", "batch_id": lease.batch_id, "key_id": lease.key_id},
         )
-        return "signed", dispatch
+        following = None
+        if committed.next is not None:
+            following = _Held(
+                committed.next, Deadline(granted_at=asked_at, ttl=self.settings.lease_ttl)
+            )
+        return "signed", committed.dispatch, following
+
+    def _follow(self, holder: HolderId) -> Follow:
+        ttl = self.settings.lease_ttl
+
+        def take_lock(lease: Lease) -> bool:
+            try:
+                return self.lock.acquire(lease.key_id, holder, ttl, force=True)
+            except RedisUnavailable:
+                return False
+
+        return Follow(holder=holder, ttl=ttl, lock=take_lock)
 
     def _commit(
         self,
@@ -195,7 +269,8 @@ class Pipeline:
         holder: HolderId,
         sigs: list[tuple[RecordId, bytes]],
         top_up: TopUp | None,
-    ) -> list[BatchId]:
+        follow: Follow | None,
+    ) -> Committed:
         """Commit, retrying through a database outage for as long as a lease
         lives: a retried task could not take the lease over (it is held by this
         execution), so giving up here would cost a whole lease TTL."""
@@ -203,7 +278,9 @@ class Pipeline:
         delay = 0.2
         while True:
             try:
-                return self.store.commit_signatures(lease, holder, sigs, top_up=top_up)
+                return self.store.commit_signatures(
+                    lease, holder, sigs, top_up=top_up, follow=follow
+                )
             except (OperationalError, DatabaseUnavailable):
                 if self.clock.monotonic() + delay > give_up_at:
                     raise

@@ -74,7 +74,9 @@ LEASE_KEY = (
         lease_counter=bindparam("p_token"),
         lease_token=bindparam("p_token"),
         lease_batch_id=bindparam("p_batch"),
-        lease_holder=None,
+        # None: the sign task that gets the lease sets it; a holder: the lease
+        # goes to an execution that starts signing at once.
+        lease_holder=bindparam("p_holder"),
         lease_expires_at=bindparam("p_expires"),
     )
 )

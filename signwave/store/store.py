@@ -46,6 +46,36 @@ class Lease:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class Started:
+    """A lease that ``holder`` has started signing under, and its batch's records."""
+
+    lease: Lease
+    holder: HolderId
+    payloads: Payloads
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Follow:
+    """Asks a commit to lease a batch it claims to ``holder`` at once, started.
+
+    ``lock`` takes the key's Redis lock for ``holder`` before anything is
+    written; if it returns False, the batch is dispatched like the others."""
+
+    holder: HolderId
+    ttl: float
+    lock: Callable[[Lease], bool]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Committed:
+    """What a commit with a top-up claimed: batches whose ingest must be sent,
+    and the one leased to the committing execution, if it asked to follow on."""
+
+    dispatch: list[BatchId]
+    next: Started | None = None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Grant:
     """What `Store.grant_lease` decided."""
 
@@ -182,22 +212,41 @@ class Store:
         nothing is leased.
         """
         with self.db.locked(lease_lock=True) as (conn, now):
-            row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
-            if row is None or row.expired:
-                self._reap(conn, now)
-                row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
+            row = self._lru_free_key(conn, now)
             if row is None:
                 status = conn.execute(hot.BATCH_STATUS, {"p_batch": batch_id}).scalar_one_or_none()
                 return Grant(lease=None, reason="no-key" if status == "pending" else "not-pending")
-            key_id, counter = KeyId(row[0]), row[1]
-            lease = Lease(batch_id=batch_id, key_id=key_id, token=LeaseToken(counter + 1))
-            params = _lease_params(lease, now, p_expires=now + dt.timedelta(seconds=ttl))
-            if not conn.execute(hot.TAKE_BATCH, params).rowcount:
+            lease = _next_lease(batch_id, row)
+            if not _open_lease(conn, now, lease, ttl=ttl, holder=None):
                 return Grant(lease=None, reason="not-pending")
-            conn.execute(hot.LEASE_KEY, params)
-            conn.execute(hot.OPEN_LEASE, params)
             lock(lease)
         return Grant(lease=lease, reason="leased")
+
+    def _lru_free_key(self, conn: Connection, now: dt.datetime) -> tuple[KeyId, int] | None:
+        """(id, lease counter) of the least recently used free key (G4), after
+        reaping expired leases if there are any: their keys may be older still.
+        None if no key is free."""
+        row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
+        if row is None or row.expired:
+            self._reap(conn, now)
+            row = conn.execute(hot.LRU_FREE_KEY, {"p_now": now}).first()
+        return None if row is None else (KeyId(row[0]), row[1])
+
+    def _follow(
+        self, conn: Connection, now: dt.datetime, batch_id: BatchId, follow: Follow
+    ) -> Started | None:
+        """Lease ``batch_id``, just claimed in this transaction, to ``follow.holder``,
+        started, by the same rule as `grant_lease`; None if no key is free or
+        the Redis lock could not be taken (nothing is then written)."""
+        row = self._lru_free_key(conn, now)
+        if row is None:
+            return None
+        lease = _next_lease(batch_id, row)
+        if not follow.lock(lease):
+            return None
+        if not _open_lease(conn, now, lease, ttl=follow.ttl, holder=follow.holder):
+            raise LeaseLost(f"batch {batch_id}, claimed in this transaction, is not pending")
+        return Started(lease=lease, holder=follow.holder, payloads=_payloads(conn, batch_id))
 
     # -- sign ----------------------------------------------------------------
 
@@ -251,12 +300,14 @@ class Store:
         sigs: Sequence[tuple[RecordId, bytes]],
         *,
         top_up: TopUp | None = None,
-    ) -> list[BatchId]:
+        follow: Follow | None = None,
+    ) -> Committed:
         """Store a batch's signatures in one transaction, accepted only if
         ``lease`` is still current and held by ``holder`` (G1, G2); release it.
 
         With ``top_up``, the same transaction claims the batches the freed key
-        makes room for, and returns them: their ingest must be sent."""
+        makes room for; with ``follow`` too, it leases the first of them to
+        ``follow.holder``, started, so that it is signed without a message."""
         with self.db.locked(lease_lock=True, claim_lock=top_up is not None) as (conn, now):
             params = _lease_params(lease, now, p_holder=holder)
             if not conn.execute(hot.RELEASE_SIGNED_KEY, params).rowcount:
@@ -270,9 +321,13 @@ class Store:
             bulk.insert_rows(self.db, conn, signatures, SIGNATURE_COLUMNS, rows)
             _close_lease(conn, lease.key_id, lease.token, now, "signed", None)
             if top_up is None:
-                return []
+                return Committed(dispatch=[])
             # Only new batches: re-opened and stale ones are beat's (emit's) to send.
-            return claims.claim(conn, now, top_up.batch_size, top_up.limit, dispatched=True)
+            claimed = claims.claim(conn, now, top_up.batch_size, top_up.limit, dispatched=True)
+            started = None
+            if follow is not None and claimed:
+                started = self._follow(conn, now, claimed[0], follow)
+            return Committed(dispatch=claimed[1:] if started else claimed, next=started)
 
     def record_failure(
         self, lease: Lease, holder: HolderId | None, error: str, *, max_failures: int
@@ -310,6 +365,23 @@ class Store:
                 )
             )
             return status
+
+
+def _next_lease(batch_id: BatchId, key: tuple[KeyId, int]) -> Lease:
+    key_id, counter = key
+    return Lease(batch_id=batch_id, key_id=key_id, token=LeaseToken(counter + 1))
+
+
+def _open_lease(
+    conn: Connection, now: dt.datetime, lease: Lease, *, ttl: float, holder: HolderId | None
+) -> bool:
+    """Give ``lease``'s key to its batch if the batch is pending; False if not."""
+    params = _lease_params(lease, now, p_holder=holder, p_expires=now + dt.timedelta(seconds=ttl))
+    if not conn.execute(hot.TAKE_BATCH, params).rowcount:
+        return False
+    conn.execute(hot.LEASE_KEY, params)
+    conn.execute(hot.OPEN_LEASE, params)
+    return True
 
 
 def _payloads(conn: Connection, batch_id: BatchId) -> Payloads:

@@ -50,8 +50,8 @@ def main(seconds: float, copies: int) -> dict[str, int]:
             unbatched = conn.execute(
                 text("SELECT count(*) FROM records WHERE batch_id IS NULL")
             ).scalar_one()
-        if not in_flight and not leases and not unbatched:
-            break
+        # The last round, once all is signed, still replays finished leases.
+        done = not in_flight and not leases and not unbatched
         for (batch_id,) in in_flight:
             send("signwave.ingest", [batch_id], "ingest")
         for batch_id, key_id, token in leases:
@@ -61,6 +61,8 @@ def main(seconds: float, copies: int) -> dict[str, int]:
             send("signwave.ingest", [batch_id], "ingest")
         send("signwave.emit", [], "emit")
         sent["rounds"] += 1
+        if done:
+            break
         time.sleep(POLL_S)
     db.dispose()
     return sent

@@ -230,9 +230,11 @@ def ingest_each(settings: Settings, batch_ids: list[int]) -> list[tuple[int, int
         db.dispose()
 
 
-def work_until_signed(settings: Settings, seconds: float) -> dict[str, int]:
+def work_until_signed(settings: Settings, seconds: float, chain: float = 0.0) -> dict[str, int]:
     """One signer: emit, try to lease pending batches in random order, sign what
-    it got; until every record is signed. Returns how often each outcome happened."""
+    it got (and, with ``chain``, what its commits lease to it for that many
+    seconds); until every record is signed. Returns how often each outcome of a
+    leased batch happened."""
     db = Database(settings.database_url)
     lock = RedisKeyLock.from_url(settings.redis_url)
     outcomes: collections.Counter[str] = collections.Counter()
@@ -253,7 +255,10 @@ def work_until_signed(settings: Settings, seconds: float) -> dict[str, int]:
                 if lease is None:
                     outcomes["not-pending"] += 1
                     continue
-                outcomes[p.sign(lease)] += 1
+                if chain:
+                    outcomes[p.sign_and_top_up(lease, lambda _ids: None, chain_seconds=chain)] += 1
+                else:
+                    outcomes[p.sign(lease)] += 1
             if not pending:
                 time.sleep(0.005)
         return dict(outcomes)

@@ -4,8 +4,12 @@ because the key was leased again meanwhile, and a key that parses but cannot sig
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from signwave.ids import KeyId
 from signwave.lock import RedisKeyLock
@@ -123,3 +127,27 @@ def test_a_key_that_parses_but_cannot_sign_fails_a_bounded_number_of_attempts(
     assert scalar(db, "SELECT COUNT(*) FROM keys WHERE lease_token IS NOT NULL") == 0
     assert key_lock.owner(KeyId(1)) is None
     assert pipeline.ingest(poisoned) is None, "a failed batch is not leased again"
+
+
+def test_a_batch_committed_as_dispatched_survives_a_broker_that_is_gone(tmp_path: Path) -> None:
+    # The sign task's sender runs after a commit: with the broker gone it must
+    # return (the batch is re-sent by emit later), not fail the task and leave
+    # the batch the task goes on with to expire.
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stdout, level=logging.WARNING)\n"
+        "from signwave.tasks import _dispatch\n"
+        "_dispatch([7, 8])\n"
+        "print('returned')\n"
+    )
+    env = {
+        **os.environ,
+        "SIGNWAVE_DATABASE_URL": f"sqlite:///{tmp_path}/unused.db",
+        "SIGNWAVE_BROKER_URL": "redis://127.0.0.1:1/0",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "could not send ingest for 2 batches" in done.stdout
+    assert done.stdout.rstrip().endswith("returned")

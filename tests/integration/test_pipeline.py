@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from signwave import signing
-from signwave.errors import NoKeyAvailable
+from signwave.errors import NoKeyAvailable, RedisUnavailable
 from signwave.ids import BatchId, KeyId
 from signwave.keycache import KeyCache
 from signwave.lock import RedisKeyLock
@@ -357,8 +357,9 @@ def test_a_signed_batch_claims_the_room_it_frees_in_its_own_commit(
     for expected_next in (5, 2, None):
         lease = pipeline.ingest(BatchId(batches_seen[-1]))
         assert lease is not None
-        outcome, dispatch = pipeline.sign_and_top_up(lease)
-        assert outcome == "signed"
+        sent: list[list[BatchId]] = []
+        assert pipeline.sign_and_top_up(lease, sent.append) == "signed"
+        [dispatch] = sent
         # Then the next batch is claimed at once, within the limit, marked dispatched
         if expected_next is None:
             assert dispatch == []
@@ -369,3 +370,101 @@ def test_a_signed_batch_claims_the_room_it_frees_in_its_own_commit(
     assert [r[1] for r in rows(db, statuses)] == ["signed"] * 3
     assert scalar(db, "SELECT COUNT(*) FROM signatures") == 12
     assert run_verify(db).ok
+
+
+@pytest.mark.parametrize("n_keys, keys_in_turn", [(2, [1, 2, 1]), (1, [1, 1, 1])])
+def test_a_chained_sign_goes_on_with_the_batches_its_commits_lease_to_it(
+    db: Database,
+    store: Store,
+    key_lock: RedisKeyLock,
+    settings: Settings,
+    key_pool: list[KeyMaterial],
+    n_keys: int,
+    keys_in_turn: list[int],
+) -> None:
+    # Given 12 records, batches of 5 and one batch allowed in flight
+    seed(store, key_pool, records=12, keys=n_keys)
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    [first] = pipeline.emit().claimed
+    lease = pipeline.ingest(first)
+    assert lease is not None
+    # When its sign may go on for a minute
+    sent: list[list[BatchId]] = []
+    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
+    # Then it signed every batch itself: nothing was left for a message
+    assert sent == [[], [], []]
+    assert rows(db, "SELECT status, record_count FROM batches ORDER BY id") == [
+        ("signed", 5),
+        ("signed", 5),
+        ("signed", 2),
+    ]
+    # Each next lease was granted in the commit of the one before, to the
+    # least recently used key (the same one when there is only one)
+    leases = rows(
+        db, "SELECT key_id, acquired_at, released_at, outcome FROM key_leases ORDER BY id"
+    )
+    assert [row[0] for row in leases] == keys_in_turn
+    assert [row[3] for row in leases] == ["signed"] * 3
+    assert leases[1][1] == leases[0][2] and leases[2][1] == leases[1][2]
+    assert all(key_lock.owner(KeyId(k)) is None for k in range(1, n_keys + 1))
+    verdict = run_verify(db)
+    assert verdict.ok, verdict.as_dict()
+    assert verdict.signatures == 12
+
+
+def test_a_chain_ends_when_its_time_is_up(
+    db: Database,
+    store: Store,
+    key_lock: RedisKeyLock,
+    settings: Settings,
+    key_pool: list[KeyMaterial],
+) -> None:
+    seed(store, key_pool, records=10, keys=2)
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    [first] = pipeline.emit().claimed
+    lease = pipeline.ingest(first)
+    assert lease is not None
+    sent: list[list[BatchId]] = []
+    # Signing the first batch takes longer than the chain may last
+    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=1e-6) == "signed"
+    [[following]] = sent
+    assert rows(
+        db, "SELECT status, dispatched_at IS NOT NULL FROM batches WHERE id = :b", b=following
+    ) == [("pending", True)]
+    assert scalar(db, "SELECT COUNT(*) FROM key_leases") == 1
+
+
+class LockWithoutTakeover(RedisKeyLock):
+    """Redis is gone for every lock taken outside an ingest."""
+
+    def acquire(self, key_id: KeyId, owner: str, ttl: float, *, force: bool = False) -> bool:
+        if not owner.startswith("grant:"):
+            raise RedisUnavailable("Redis is down")
+        return super().acquire(key_id, owner, ttl, force=force)
+
+
+def test_a_chain_that_cannot_lock_the_next_key_sends_the_batch_instead(
+    db: Database,
+    store: Store,
+    key_lock: RedisKeyLock,
+    settings: Settings,
+    key_pool: list[KeyMaterial],
+) -> None:
+    seed(store, key_pool, records=10, keys=2)
+    lock = LockWithoutTakeover(key_lock.client)
+    pipeline = make(store, lock, settings, batch_size=5, max_in_flight=1)
+    [first] = pipeline.emit().claimed
+    lease = pipeline.ingest(first)
+    assert lease is not None
+
+    sent: list[list[BatchId]] = []
+    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
+
+    # The signed batch is committed; the one it claimed waits for its message, unleased
+    [[following]] = sent
+    assert rows(db, "SELECT id, status FROM batches ORDER BY id") == [
+        (first, "signed"),
+        (following, "pending"),
+    ]
+    assert scalar(db, "SELECT COUNT(*) FROM key_leases") == 1
+    assert scalar(db, "SELECT COUNT(*) FROM keys WHERE lease_token IS NOT NULL") == 0
