@@ -6,6 +6,7 @@ call them and enqueue what they return, after the database has committed.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import secrets
@@ -137,28 +138,25 @@ class Pipeline:
         if started is None:
             return "skipped"
         follow_until = self.clock.monotonic() + chain_seconds if chain_seconds > 0 else None
-        first: str | None = None
-        handover = True
-        links = 0
+        outcomes: list[str] = []
         current: _Held | None = started
         while current is not None:
             outcome, dispatch, current = self._sign_started(
-                current, handover=handover, top_up=self.top_up, follow_until=follow_until
+                current, handover=not outcomes, top_up=self.top_up, follow_until=follow_until
             )
             if outcome in ("pending", "failed"):
                 dispatch = self.emit(reap=False).dispatch
             send(dispatch)
-            first = first or outcome
-            handover = False
-            links += 1
-        if links > 1:
+            outcomes.append(outcome)
+        if len(outcomes) > 1:
             logger.info(
-                "batch %s and %d batches after it signed in one task",
+                "batch %s and %d batches its commits leased on: %s",
                 lease.batch_id,
-                links - 1,
+                len(outcomes) - 1,
+                ", ".join(f"{n} {o}" for o, n in collections.Counter(outcomes).items()),
                 extra={"action": "chain", "batch_id": lease.batch_id},
             )
-        return first or "skipped"
+        return outcomes[0]
 
     @property
     def top_up(self) -> TopUp:

@@ -468,3 +468,60 @@ def test_a_chain_that_cannot_lock_the_next_key_sends_the_batch_instead(
     ]
     assert scalar(db, "SELECT COUNT(*) FROM key_leases") == 1
     assert scalar(db, "SELECT COUNT(*) FROM keys WHERE lease_token IS NOT NULL") == 0
+
+
+class Killed(BaseException):
+    """The process died here: nothing after it runs, no handler catches it."""
+
+
+def test_a_chain_cut_short_by_a_dead_process_leaves_a_lease_that_expires(
+    db: Database,
+    store: Store,
+    key_lock: RedisKeyLock,
+    settings: Settings,
+    key_pool: list[KeyMaterial],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a chained sign whose process dies in the batch its commit leased to it
+    seed(store, key_pool, records=10, keys=2)
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, lease_ttl=0.5)
+    [first] = pipeline.emit().claimed
+    lease = pipeline.ingest(first)
+    assert lease is not None
+    real_sign = signing.sign
+    signatures = itertools.count()
+
+    def dies_in_the_second_batch(key: object, payload: bytes) -> bytes:
+        if next(signatures) == 7:
+            raise Killed
+        return real_sign(key, payload)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(signing, "sign", dies_in_the_second_batch)
+    with pytest.raises(Killed):
+        pipeline.sign_and_top_up(lease, lambda _ids: None, chain_seconds=60)
+    monkeypatch.undo()
+
+    # Then the first batch is signed and the second is leased to the dead
+    # execution, with no message to bring it back
+    ((second,),) = rows(db, "SELECT id FROM batches WHERE id <> :b", b=first)
+    assert rows(db, "SELECT status, dispatched_at IS NOT NULL FROM batches ORDER BY id") == [
+        ("signed", True),
+        ("leased", True),
+    ]
+    assert scalar(db, "SELECT COUNT(*) FROM keys WHERE lease_holder IS NOT NULL") == 1
+    # When its lease has expired, emit re-opens the batch and sends it again
+    time.sleep(0.7)
+    report = pipeline.emit()
+    assert report.reopened == [second] and report.dispatch == [second]
+    again = pipeline.ingest(second)
+    assert again is not None
+    assert pipeline.sign(again) == "signed"
+    # ...and nothing was signed twice, no lease overlapped, nothing was lost
+    verdict = run_verify(db)
+    assert verdict.ok, verdict.as_dict()
+    assert verdict.signatures == 10
+    assert rows(db, "SELECT outcome FROM key_leases ORDER BY id") == [
+        ("signed",),
+        ("expired",),
+        ("signed",),
+    ]
