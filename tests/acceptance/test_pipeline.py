@@ -38,8 +38,10 @@ def test_celery_workers_and_beat_sign_every_record_once(
         wait_until(
             lambda: read_progress(db).signed == RECORDS, timeout=120, what="every record signed"
         )
-    # Then both workers took part, verify passes, and plain SQL agrees
+    # Then both workers took part, sign tasks went on with batches their
+    # commits leased to them, verify passes, and plain SQL agrees
     assert all("signed with key" in p.text() for p in procs[:2])
+    assert any("batches its commits leased on" in p.text() for p in procs[:2])
     result = cli(settings, "verify", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
