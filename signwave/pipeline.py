@@ -224,7 +224,7 @@ class Pipeline:
             asked_at = self.clock.monotonic()
             follow = None
             if follow_until is not None and asked_at < follow_until:
-                follow = self._follow(HolderId(secrets.token_hex(16)))
+                follow = self._follow(lease, holder)
             committed = self._commit(lease, holder, sigs, top_up, follow)
         except LeaseLost as exc:
             logger.warning(
@@ -250,16 +250,23 @@ class Pipeline:
             )
         return "signed", committed.dispatch, following
 
-    def _follow(self, holder: HolderId) -> Follow:
+    def _follow(self, lease: Lease, holder: HolderId) -> Follow:
+        """Asks the commit of ``lease`` to lease the next batch to a new holder."""
         ttl = self.settings.lease_ttl
+        new_holder = HolderId(secrets.token_hex(16))
 
-        def take_lock(lease: Lease) -> bool:
+        def take_lock(following: Lease) -> bool:
+            key_id = following.key_id
             try:
-                return self.lock.acquire(lease.key_id, holder, ttl, force=True)
+                # The same key again (the only free one): its lock passes from
+                # this lease's holder to the next, no takeover.
+                if key_id == lease.key_id and self.lock.handover(key_id, holder, new_holder, ttl):
+                    return True
+                return self.lock.acquire(key_id, new_holder, ttl, force=True)
             except RedisUnavailable:
                 return False
 
-        return Follow(holder=holder, ttl=ttl, lock=take_lock)
+        return Follow(holder=new_holder, ttl=ttl, lock=take_lock)
 
     def _commit(
         self,

@@ -381,6 +381,7 @@ def test_a_chained_sign_goes_on_with_the_batches_its_commits_lease_to_it(
     key_pool: list[KeyMaterial],
     n_keys: int,
     keys_in_turn: list[int],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Given 12 records, batches of 5 and one batch allowed in flight
     seed(store, key_pool, records=12, keys=n_keys)
@@ -407,6 +408,7 @@ def test_a_chained_sign_goes_on_with_the_batches_its_commits_lease_to_it(
     assert [row[3] for row in leases] == ["signed"] * 3
     assert leases[1][1] == leases[0][2] and leases[2][1] == leases[1][2]
     assert all(key_lock.owner(KeyId(k)) is None for k in range(1, n_keys + 1))
+    assert "took over the Redis lock" not in caplog.text, "each lock passed on, none was taken"
     verdict = run_verify(db)
     assert verdict.ok, verdict.as_dict()
     assert verdict.signatures == 12
