@@ -19,6 +19,7 @@ from signwave.pipeline import Pipeline
 from signwave.settings import Settings
 from signwave.signing import KeyMaterial
 from signwave.store import Database, Store
+from signwave.store.store import Lease
 from signwave.verify import run_verify
 from tests.conftest import seed
 from tests.integration.helpers import fake_keys, make_pending_batches, rows, scalar
@@ -28,6 +29,14 @@ PSS_32 = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
 
 def make(store: Store, lock: RedisKeyLock, settings: Settings, **changes: object) -> Pipeline:
     return Pipeline(store=store, lock=lock, settings=dataclasses.replace(settings, **changes))
+
+
+def lease_the_claimed_batch(pipeline: Pipeline) -> Lease:
+    """Emit, which must claim exactly one batch, and lease that batch."""
+    (batch_id,) = pipeline.emit().claimed
+    lease = pipeline.ingest(batch_id)
+    assert lease is not None
+    return lease
 
 
 class SteppingClock:
@@ -208,9 +217,8 @@ def test_a_signer_stalled_past_its_lease_stores_nothing(
 ) -> None:
     seed(store, key_pool, records=3, keys=1)
     pipeline = make(store, key_lock, settings, batch_size=3, max_in_flight=1, lease_ttl=0.4)
-    (batch_id,) = pipeline.emit().claimed
-    lease = pipeline.ingest(batch_id)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
+    batch_id = lease.batch_id
 
     def stalled_loader(key_id: KeyId) -> bytes:
         time.sleep(0.6)  # as if SIGSTOPped after starting
@@ -241,9 +249,7 @@ def test_the_local_deadline_stops_signing_before_the_database_would(
         settings=dataclasses.replace(settings, batch_size=3, lease_ttl=10.0),
         clock=clock,
     )
-    (batch_id,) = pipeline.emit().claimed
-    lease = pipeline.ingest(batch_id)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
 
     assert pipeline.sign(lease) == "lost"
     assert scalar(db, "SELECT COUNT(*) FROM signatures") == 0
@@ -263,9 +269,7 @@ def test_long_batches_renew_their_lease(
         settings=dataclasses.replace(settings, batch_size=6, lease_ttl=10.0),
         clock=SteppingClock(3.0),
     )
-    (batch_id,) = pipeline.emit().claimed
-    lease = pipeline.ingest(batch_id)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
     ((first_expiry,),) = rows(db, "SELECT expires_at FROM key_leases")
 
     assert pipeline.sign(lease) == "signed"
@@ -285,9 +289,7 @@ def test_signing_survives_redis_losing_its_data(
 ) -> None:
     seed(store, key_pool, records=4, keys=1)
     pipeline = make(store, key_lock, settings, batch_size=4)
-    (batch_id,) = pipeline.emit().claimed
-    lease = pipeline.ingest(batch_id)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
     key_lock.client.flushall()
 
     assert pipeline.sign(lease) == "signed"
@@ -386,9 +388,7 @@ def test_a_chained_sign_goes_on_with_the_batches_its_commits_lease_to_it(
     # Given 12 records, batches of 5 and one batch allowed in flight
     seed(store, key_pool, records=12, keys=n_keys)
     pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
-    [first] = pipeline.emit().claimed
-    lease = pipeline.ingest(first)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
     # When its sign may go on for a minute
     sent: list[list[BatchId]] = []
     assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
@@ -423,9 +423,7 @@ def test_a_chain_ends_when_its_time_is_up(
 ) -> None:
     seed(store, key_pool, records=10, keys=2)
     pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
-    [first] = pipeline.emit().claimed
-    lease = pipeline.ingest(first)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
     sent: list[list[BatchId]] = []
     # Signing the first batch takes longer than the chain may last
     assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=1e-6) == "signed"
@@ -455,9 +453,8 @@ def test_a_chain_that_cannot_lock_the_next_key_sends_the_batch_instead(
     seed(store, key_pool, records=10, keys=2)
     lock = LockWithoutTakeover(key_lock.client)
     pipeline = make(store, lock, settings, batch_size=5, max_in_flight=1)
-    [first] = pipeline.emit().claimed
-    lease = pipeline.ingest(first)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
+    first = lease.batch_id
 
     sent: list[list[BatchId]] = []
     assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
@@ -487,9 +484,8 @@ def test_a_chain_cut_short_by_a_dead_process_leaves_a_lease_that_expires(
     # Given a chained sign whose process dies in the batch its commit leased to it
     seed(store, key_pool, records=10, keys=2)
     pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, lease_ttl=0.5)
-    [first] = pipeline.emit().claimed
-    lease = pipeline.ingest(first)
-    assert lease is not None
+    lease = lease_the_claimed_batch(pipeline)
+    first = lease.batch_id
     real_sign = signing.sign
     signatures = itertools.count()
 
