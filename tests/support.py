@@ -41,13 +41,15 @@ def cli(
 class CeleryProcess:
     """A real `celery -A signwave ...` process, logging to a file."""
 
-    def __init__(self, settings: Settings, args: list[str], log: Path, **extra: str) -> None:
+    def __init__(
+        self, settings: Settings, args: list[str], log: Path, *, cwd: Path = ROOT, **extra: str
+    ) -> None:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "signwave", *args],
             env=child_env(settings, **extra),
-            cwd=ROOT,
+            cwd=cwd,
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from signwave.store import Database, Store
 from signwave.store.engine import sqlite_file
 from tests.conftest import seed
 from tests.pemfiles import BAD, make_pem_files
-from tests.support import cli, independent_check
+from tests.support import child_env, cli, independent_check
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +197,22 @@ def test_a_bad_batch_size_variable_is_one_line(tmp_path: Path, value: str) -> No
 
     line = one_line_error(result, "SIGNWAVE_BATCH_SIZE", value)
     assert "integer" in line or "too large" in line
+
+
+@pytest.mark.parametrize("command", ["worker", "beat", "flower"])
+def test_a_bad_variable_under_celery_is_one_line(tmp_path: Path, command: str) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}")
+
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "signwave", command],
+        env=child_env(settings, SIGNWAVE_BATCH_SIZE="abc"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    one_line_error(result, "SIGNWAVE_BATCH_SIZE", "'abc'", "integer")
 
 
 # -- services ----------------------------------------------------------------------------------

@@ -46,8 +46,9 @@ def get(port: int, path: str, auth: tuple[str, str] | None = None) -> tuple[int,
 
 
 def flower(settings: Settings, log: Path, port: int, **env: str) -> CeleryProcess:
-    # No --address: flowerconfig.py decides, as for a plain `celery -A signwave flower`.
-    return CeleryProcess(settings, ["flower", f"--port={port}"], log, **env)
+    # No --address, and started outside the project directory: the app decides,
+    # as for a plain `celery -A signwave flower` run from anywhere.
+    return CeleryProcess(settings, ["flower", f"--port={port}"], log, cwd=log.parent, **env)
 
 
 def wait_for_flower(process: CeleryProcess, port: int) -> None:
@@ -83,7 +84,7 @@ def test_flower_listens_on_localhost_and_asks_for_credentials(
 ) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}", redis_url=redis_url)
     port = free_port()
-    # FLOWER_ADDRESS asks for every interface: flowerconfig.py overrides it.
+    # FLOWER_ADDRESS asks for every interface: signwave's settings override it.
     process = flower(
         settings,
         tmp_path / "flower.log",
