@@ -46,6 +46,8 @@ class Settings:
     """Failed signing attempts after which a batch is marked failed."""
     redispatch_after: float = 0.0
     """Seconds after which a pending batch's ingest is sent again; 0 means the lease TTL."""
+    chain_seconds: float = 2.0
+    """Seconds a sign task goes on signing the batches its commits lease to it; 0: never."""
     flower_basic_auth: str = dataclasses.field(default="", repr=False)
     """``user:password[,user2:password2]`` Flower asks for; empty means no auth."""
     key_encryption_key: str = dataclasses.field(default="", repr=False)
@@ -56,6 +58,11 @@ class Settings:
         _positive("SIGNWAVE_EMIT_INTERVAL", self.emit_interval)
         _positive("SIGNWAVE_LEASE_TTL", self.lease_ttl)
         _positive("SIGNWAVE_MAX_ATTEMPTS", self.max_attempts)
+        if not (self.chain_seconds >= 0 and math.isfinite(self.chain_seconds)):
+            raise ConfigError(
+                f"SIGNWAVE_CHAIN_SECONDS must be 0 (no chains) or a positive, finite number, "
+                f"got {self.chain_seconds!r}"
+            )
         if self.max_in_flight < 0:
             raise ConfigError("SIGNWAVE_MAX_IN_FLIGHT must be 0 (automatic) or a positive integer")
         if not self.database_url:

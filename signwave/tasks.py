@@ -17,11 +17,6 @@ from signwave.store.store import Lease
 
 logger = logging.getLogger(__name__)
 
-# How long a sign task goes on signing batches that its commits claimed and
-# leased to it, before it leaves them to messages again. Each batch so signed
-# saves two messages and two transactions; a warm shutdown waits for it.
-CHAIN_SECONDS = 2.0
-
 TRANSIENT = (OperationalError, DatabaseUnavailable, RedisUnavailable)
 RETRY = {
     "autoretry_for": TRANSIENT,
@@ -69,11 +64,14 @@ def ingest(self: Any, batch_id: int) -> None:
 @app.task(name="signwave.sign", **RETRY)
 def sign(batch_id: int, key_id: int, token: int) -> str:
     # A key freed by this batch is filled at once, without waiting for beat;
-    # for CHAIN_SECONDS, with a batch this task goes on to sign itself.
-    return pipeline().sign_and_top_up(
+    # for SIGNWAVE_CHAIN_SECONDS, with a batch this task goes on to sign itself:
+    # each batch so signed saves two messages and two transactions, and a warm
+    # shutdown waits for the chain to end.
+    p = pipeline()
+    return p.sign_and_top_up(
         Lease(batch_id=BatchId(batch_id), key_id=KeyId(key_id), token=LeaseToken(token)),
         _dispatch,
-        chain_seconds=CHAIN_SECONDS,
+        chain_seconds=p.settings.chain_seconds,
     )
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
+
+import pytest
 
 from signwave.settings import Settings
 from signwave.store import Database
@@ -11,6 +14,7 @@ from signwave.store.status import read_progress
 from tests.support import CeleryProcess, assert_all_signed_once, cli, running, wait_until
 
 RECORDS = 3000
+SIGN_SUCCEEDED = re.compile(r"Task signwave\.sign\[[0-9a-f-]+\] succeeded")
 
 
 def test_celery_workers_and_beat_sign_every_record_once(
@@ -60,3 +64,56 @@ def test_signwave_run_signs_everything_and_verifies(database_url: str, redis_url
     assert "verify: all guarantees hold" in result.stdout
     assert "signed 2000 records" in result.stdout
     assert_all_signed_once(database_url, 2000)
+
+
+@pytest.mark.parametrize("chain_seconds", [0.0, 2.0])
+def test_sign_tasks_chain_for_the_time_set(
+    redis_url: str, tmp_path: Path, chain_seconds: float
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'chain.db'}",
+        redis_url=redis_url,
+        batch_size=100,
+        emit_interval=0.5,
+        max_in_flight=2,
+        chain_seconds=chain_seconds,
+    )
+    batches = 15
+    # Given a database seeded through the CLI
+    assert cli(settings, "db", "init").returncode == 0
+    seeded = cli(settings, "seed", "--records", str(100 * batches), "--keys", "4")
+    assert seeded.returncode == 0, seeded.stderr
+    # When one worker and beat run with SIGNWAVE_CHAIN_SECONDS set
+    db = Database(settings.database_url)
+    with running(
+        CeleryProcess.worker(settings, tmp_path / "w.log", name="w"),
+        CeleryProcess.beat(settings, tmp_path / "beat.log"),
+    ) as (worker, _beat):
+        wait_until(
+            lambda: read_progress(db).signed == 100 * batches,
+            timeout=60,
+            what="every record signed",
+        )
+        # (a task's "succeeded" line comes a little after its last commit)
+        chained = chain_seconds > 0
+
+        def logged() -> bool:
+            log = worker.text()
+            if chained:
+                return (
+                    "batches its commits leased on" in log
+                    and SIGN_SUCCEEDED.search(log) is not None
+                )
+            return len(SIGN_SUCCEEDED.findall(log)) >= batches
+
+        wait_until(logged, timeout=30, what="the sign tasks' ends logged")
+        log = worker.text()
+    # Then with chains off every batch took a sign message of its own, and
+    # with chains on a sign task went on with the batches its commits leased
+    sign_tasks = len(SIGN_SUCCEEDED.findall(log))
+    if chained:
+        assert sign_tasks < batches, log
+    else:
+        assert sign_tasks == batches, log
+        assert "batches its commits leased on" not in log
+    assert_all_signed_once(settings.database_url, 100 * batches)

@@ -72,6 +72,19 @@ def test_bad_batch_size_given_directly(value: object) -> None:
         Settings(batch_size=value)  # type: ignore[arg-type]
 
 
+def test_chains_last_two_seconds_unless_set() -> None:
+    assert Settings.from_env({}).chain_seconds == 2.0
+    assert Settings.from_env({"SIGNWAVE_CHAIN_SECONDS": "0"}).chain_seconds == 0.0
+    assert Settings.from_env({"SIGNWAVE_CHAIN_SECONDS": "0.5"}).chain_seconds == 0.5
+
+
+@pytest.mark.parametrize("raw", ["-1", "abc", "nan", "inf"])
+def test_chain_seconds_must_be_zero_or_positive(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"SIGNWAVE_CHAIN_SECONDS": raw})
+    assert "SIGNWAVE_CHAIN_SECONDS" in info.value.message
+
+
 @pytest.mark.parametrize("name", ["SIGNWAVE_EMIT_INTERVAL", "SIGNWAVE_LEASE_TTL"])
 @pytest.mark.parametrize("raw", ["0", "-1", "-0.5", "abc", "nan", "inf"])
 def test_intervals_must_be_positive_numbers(name: str, raw: str) -> None:
