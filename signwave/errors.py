@@ -35,6 +35,10 @@ class RedisUnavailable(SignwaveError):
     """cannot reach Redis."""
 
 
+class RedisTLSError(SignwaveError):
+    """Redis answered, but not over a TLS connection that could be trusted."""
+
+
 class InputError(SignwaveError):
     """invalid input."""
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
+import ssl
 from typing import Protocol
 
 import redis
 
-from signwave.errors import RedisUnavailable
+from signwave.errors import RedisTLSError, RedisUnavailable
 from signwave.ids import KeyId
 from signwave.redact import redact_url
 
@@ -93,11 +94,34 @@ def connect_redis(url: str) -> redis.Redis:
 
 
 def ping_redis(url: str) -> None:
-    """Raise `RedisUnavailable` naming the URL (without its password) if Redis does not answer."""
+    """Raise `RedisUnavailable` naming the URL (without its password) if Redis
+    does not answer, and `RedisTLSError` if TLS with it fails (an untrusted
+    certificate, most often): that is no reason to use another Redis."""
     try:
         connect_redis(url).ping()
-    except (redis.ConnectionError, redis.TimeoutError, OSError):
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        tls = _tls_failure(exc)
+        if tls is not None:
+            raise RedisTLSError(
+                f"TLS with Redis at {redact_url(url)} failed ({tls}): if its certificate "
+                "comes from a private CA, add ?ssl_ca_certs=/path/to/ca.pem to the URL"
+            ) from None
         raise RedisUnavailable(
             f"cannot reach Redis at {redact_url(url)}: start one (`redis-server`) "
             "or set SIGNWAVE_REDIS_URL"
         ) from None
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What the TLS layer said, if ``exc`` comes from it (redis-py raises its
+    ConnectionError while handling the `ssl.SSLError`)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError) and cause.verify_message:
+            return str(cause.verify_message)
+        if isinstance(cause, ssl.SSLError):
+            return str(cause.reason or cause)
+        cause = cause.__cause__ or cause.__context__
+    return None

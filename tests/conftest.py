@@ -87,6 +87,9 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def listen_args(self) -> list[str]:
+        return ["--port", str(self.port)]
+
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -94,8 +97,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--port",
-                str(self.port),
+                *self.listen_args(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -115,6 +117,8 @@ class RedisServer:
                 client.ping()
                 return
             except redis.ConnectionError:
+                if self.proc.poll() is not None:
+                    pytest.fail(f"redis-server {' '.join(self.listen_args())} exited at start")
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
