@@ -114,6 +114,6 @@ def test_sign_tasks_chain_for_the_time_set(
     if chained:
         assert sign_tasks < batches, log
     else:
-        assert sign_tasks == batches, log
+        assert sign_tasks >= batches, log
         assert "batches its commits leased on" not in log
     assert_all_signed_once(settings.database_url, 100 * batches)
