@@ -37,6 +37,12 @@ def main() -> None:
         "a fresh database is created on that server",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--chain-seconds",
+        type=float,
+        default=Settings().chain_seconds,
+        help="SIGNWAVE_CHAIN_SECONDS of the workers; 0 turns chains off",
+    )
     args = parser.parse_args()
 
     cores = os.cpu_count() or 1
@@ -54,6 +60,7 @@ def main() -> None:
                 redis_url=args.redis_url,
                 batch_size=args.batch_size,
                 max_in_flight=2 * args.workers,
+                chain_seconds=args.chain_seconds,
             )
             result = run_workers(settings, args.records, args.workers)
         raw_after = raw_sign_rate(args.workers, count=RAW_COUNT)
@@ -63,6 +70,7 @@ def main() -> None:
         print(
             f"run {run}: seed --records {args.records} --keys {args.keys}: {seconds:.1f} s; "
             f"end to end ({url.split(':')[0]}, batch {args.batch_size}, "
+            f"chains {args.chain_seconds:g} s, "
             f"{args.workers} workers): {rate:,.0f} records/s over {result['seconds']:.1f} s; "
             f"raw RSA-2048 PSS, {args.workers} processes: {raw:,.0f} signatures/s "
             f"(before {raw_before:,.0f}, after {raw_after:,.0f}); "
