@@ -125,18 +125,19 @@ class Pipeline:
             return "skipped"
         return self._sign_started(started, handover=True, top_up=None, follow_until=None)[0]
 
-    def sign_and_top_up(self, lease: Lease, send: Send, *, chain_seconds: float = 0.0) -> str:
+    def sign_and_top_up(self, lease: Lease, send: Send) -> str:
         """`sign`, and claim what the freed key makes room for: in the commit's
         own transaction when the batch is signed, by a cheap emit (no reaping)
         when it failed. ``send`` gets the batches whose ingest must be sent, as
         soon as they are committed.
 
-        For ``chain_seconds``, each commit also leases the first batch it claims
-        to this execution, which signs it next: no message, no separate lease
-        and start transactions. Returns the outcome for ``lease``."""
+        For SIGNWAVE_CHAIN_SECONDS, each commit also leases the first batch it
+        claims to this execution, which signs it next: no message, no separate
+        lease and start transactions. Returns the outcome for ``lease``."""
         started = self._start(lease)
         if started is None:
             return "skipped"
+        chain_seconds = self.settings.chain_seconds
         follow_until = self.clock.monotonic() + chain_seconds if chain_seconds > 0 else None
         outcomes: list[str] = []
         current: _Held | None = started

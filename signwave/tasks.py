@@ -67,11 +67,9 @@ def sign(batch_id: int, key_id: int, token: int) -> str:
     # for SIGNWAVE_CHAIN_SECONDS, with a batch this task goes on to sign itself:
     # each batch so signed saves two messages and two transactions, and a warm
     # shutdown waits for the chain to end.
-    p = pipeline()
-    return p.sign_and_top_up(
+    return pipeline().sign_and_top_up(
         Lease(batch_id=BatchId(batch_id), key_id=KeyId(key_id), token=LeaseToken(token)),
         _dispatch,
-        chain_seconds=p.settings.chain_seconds,
     )
 
 

@@ -230,10 +230,10 @@ def ingest_each(settings: Settings, batch_ids: list[int]) -> list[tuple[int, int
         db.dispose()
 
 
-def work_until_signed(settings: Settings, seconds: float, chain: float = 0.0) -> dict[str, int]:
+def work_until_signed(settings: Settings, seconds: float) -> dict[str, int]:
     """One signer: emit, try to lease pending batches in random order, sign what
-    it got (and, with ``chain``, what its commits lease to it for that many
-    seconds); until every record is signed. Returns how often each outcome of a
+    it got (and, with ``settings.chain_seconds``, what its commits lease to it
+    for that long); until every record is signed. Returns how often each outcome of a
     leased batch happened."""
     db = Database(settings.database_url)
     lock = RedisKeyLock.from_url(settings.redis_url)
@@ -255,8 +255,8 @@ def work_until_signed(settings: Settings, seconds: float, chain: float = 0.0) ->
                 if lease is None:
                     outcomes["not-pending"] += 1
                     continue
-                if chain:
-                    outcomes[p.sign_and_top_up(lease, lambda _ids: None, chain_seconds=chain)] += 1
+                if settings.chain_seconds:
+                    outcomes[p.sign_and_top_up(lease, lambda _ids: None)] += 1
                 else:
                     outcomes[p.sign(lease)] += 1
             if not pending:

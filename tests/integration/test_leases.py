@@ -126,12 +126,12 @@ def test_many_signers_share_few_keys_without_overlap_and_in_lru_order(
 ) -> None:
     # Given 3 keys for 15 batches of 3 records
     seed(store, key_pool, records=45, keys=3)
-    s = dataclasses.replace(settings, batch_size=3, max_in_flight=3)
+    s = dataclasses.replace(settings, batch_size=3, max_in_flight=3, chain_seconds=chain)
     # When 6 threads and 2 processes each emit, lease and sign until all is
     # signed (chained: each commit also leases a batch it claims to its signer)
     results = race(
-        [functools.partial(work_until_signed, s, 90.0, chain)] * 6,
-        [(work_until_signed, (s, 90.0, chain))] * 2,
+        [functools.partial(work_until_signed, s, 90.0)] * 6,
+        [(work_until_signed, (s, 90.0))] * 2,
     )
     # Then every record is signed once, and keys were taken in turn
     assert unsigned_count(db) == 0

@@ -351,7 +351,7 @@ def test_a_signed_batch_claims_the_room_it_frees_in_its_own_commit(
 ) -> None:
     # Given 12 records, batches of 5 and one batch allowed in flight
     seed(store, key_pool, records=12, keys=3)
-    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, chain_seconds=0)
     [first] = pipeline.emit().claimed
     statuses = "SELECT id, status, record_count, dispatched_at IS NOT NULL FROM batches ORDER BY id"
     batches_seen: list[int] = [first]
@@ -387,11 +387,12 @@ def test_a_chained_sign_goes_on_with_the_batches_its_commits_lease_to_it(
 ) -> None:
     # Given 12 records, batches of 5 and one batch allowed in flight
     seed(store, key_pool, records=12, keys=n_keys)
-    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    # ...and a sign that may go on for a minute
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, chain_seconds=60)
     lease = lease_the_claimed_batch(pipeline)
-    # When its sign may go on for a minute
+    # When it signs
     sent: list[list[BatchId]] = []
-    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
+    assert pipeline.sign_and_top_up(lease, sent.append) == "signed"
     # Then it signed every batch itself: nothing was left for a message
     assert sent == [[], [], []]
     assert rows(db, "SELECT status, record_count FROM batches ORDER BY id") == [
@@ -422,11 +423,11 @@ def test_a_chain_ends_when_its_time_is_up(
     key_pool: list[KeyMaterial],
 ) -> None:
     seed(store, key_pool, records=10, keys=2)
-    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1)
+    # Signing the first batch takes longer than the chain may last
+    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, chain_seconds=1e-6)
     lease = lease_the_claimed_batch(pipeline)
     sent: list[list[BatchId]] = []
-    # Signing the first batch takes longer than the chain may last
-    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=1e-6) == "signed"
+    assert pipeline.sign_and_top_up(lease, sent.append) == "signed"
     [[following]] = sent
     assert rows(
         db, "SELECT status, dispatched_at IS NOT NULL FROM batches WHERE id = :b", b=following
@@ -452,12 +453,12 @@ def test_a_chain_that_cannot_lock_the_next_key_sends_the_batch_instead(
 ) -> None:
     seed(store, key_pool, records=10, keys=2)
     lock = LockWithoutTakeover(key_lock.client)
-    pipeline = make(store, lock, settings, batch_size=5, max_in_flight=1)
+    pipeline = make(store, lock, settings, batch_size=5, max_in_flight=1, chain_seconds=60)
     lease = lease_the_claimed_batch(pipeline)
     first = lease.batch_id
 
     sent: list[list[BatchId]] = []
-    assert pipeline.sign_and_top_up(lease, sent.append, chain_seconds=60) == "signed"
+    assert pipeline.sign_and_top_up(lease, sent.append) == "signed"
 
     # The signed batch is committed; the one it claimed waits for its message, unleased
     [[following]] = sent
@@ -483,7 +484,9 @@ def test_a_chain_cut_short_by_a_dead_process_leaves_a_lease_that_expires(
 ) -> None:
     # Given a chained sign whose process dies in the batch its commit leased to it
     seed(store, key_pool, records=10, keys=2)
-    pipeline = make(store, key_lock, settings, batch_size=5, max_in_flight=1, lease_ttl=0.5)
+    pipeline = make(
+        store, key_lock, settings, batch_size=5, max_in_flight=1, lease_ttl=0.5, chain_seconds=60
+    )
     lease = lease_the_claimed_batch(pipeline)
     first = lease.batch_id
     real_sign = signing.sign
@@ -496,7 +499,7 @@ def test_a_chain_cut_short_by_a_dead_process_leaves_a_lease_that_expires(
 
     monkeypatch.setattr(signing, "sign", dies_in_the_second_batch)
     with pytest.raises(Killed):
-        pipeline.sign_and_top_up(lease, lambda _ids: None, chain_seconds=60)
+        pipeline.sign_and_top_up(lease, lambda _ids: None)
     monkeypatch.undo()
 
     # Then the first batch is signed and the second is leased to the dead
