@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from sqlalchemy import create_engine, text
 from signwave.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a worker logs at INFO when a sign task (one message) has ended.
+SIGN_SUCCEEDED = re.compile(r"Task signwave\.sign\[[0-9a-f-]+\] succeeded")
 
 
 def child_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -11,10 +10,16 @@ import pytest
 from signwave.settings import Settings
 from signwave.store import Database
 from signwave.store.status import read_progress
-from tests.support import CeleryProcess, assert_all_signed_once, cli, running, wait_until
+from tests.support import (
+    SIGN_SUCCEEDED,
+    CeleryProcess,
+    assert_all_signed_once,
+    cli,
+    running,
+    wait_until,
+)
 
 RECORDS = 3000
-SIGN_SUCCEEDED = re.compile(r"Task signwave\.sign\[[0-9a-f-]+\] succeeded")
 
 
 def test_celery_workers_and_beat_sign_every_record_once(

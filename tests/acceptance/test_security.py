@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import secrets
 import socket
 import urllib.error
@@ -21,7 +20,14 @@ from signwave.settings import Settings
 from signwave.store import Database
 from signwave.store.status import read_progress
 from tests.pemfiles import openssl, pem_body, slices
-from tests.support import CeleryProcess, assert_all_signed_once, cli, running, wait_until
+from tests.support import (
+    SIGN_SUCCEEDED,
+    CeleryProcess,
+    assert_all_signed_once,
+    cli,
+    running,
+    wait_until,
+)
 
 RECORDS = 60
 AUTH = ("admin", "flower-" + secrets.token_hex(8))
@@ -191,9 +197,6 @@ def test_no_key_material_or_payload_in_logs_task_arguments_or_flower(
     leaked = [s for s in secrets_ if s in haystack]
     assert not leaked, f"{len(leaked)} pieces of private keys leaked"
     assert not [p for p in payloads if p in haystack], "payloads leaked"
-
-
-SIGN_SUCCEEDED = re.compile(r"Task signwave\.sign\[[0-9a-f-]+\] succeeded")
 
 
 def _unwrapped(text: str) -> str:
